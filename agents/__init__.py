@@ -1,0 +1,1 @@
+"""MPO and TRPO learners in pure PyTorch (no I/O, no UI)."""
