@@ -1,0 +1,284 @@
+"""Environments for training and evaluation, and the running normalisers.
+
+Training environments are always a `gymnasium.vector.SyncVectorEnv` (also for `num_envs == 1`, so the
+loops have one code path) in SAME_STEP autoreset mode: when an episode ends, `step` already returns the
+first observation of the next episode and the true last observation of the finished one is reported
+separately as `StepResult.final_obs`. The loops use it to bootstrap truncated episodes; termination and
+truncation are kept apart.
+
+Observations are normalised by `ObsNormalizer` (running mean/variance, updated only on training data,
+frozen during evaluation, saved in checkpoints) and TRPO rewards by `RewardNormalizer` (scaled by the
+running standard deviation of the discounted return). Both are the engine's job: the environments here
+return raw observations and raw rewards, so reported returns are always the true environment returns.
+
+Evaluation runs on separate single environments whose seeds are disjoint from training:
+`seed + EVAL_SEED_OFFSET + episode_index`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import FlattenObservation
+
+EVAL_SEED_OFFSET = 1_000_000
+REWARD_CLIP = 10.0
+_EPS = 1e-8
+
+
+class EnvError(Exception):
+    """An environment cannot be built; str() is a one-line message for the user."""
+
+
+class EnvSettings(Protocol):
+    """The fields of `rltui.presets.EnvConfig` used here."""
+
+    id: str
+    kwargs: dict[str, Any]
+    num_envs: int
+    normalize_obs: bool
+    normalize_reward: bool
+    clip_obs: float
+
+
+def make_env(config: EnvSettings) -> gym.Env:
+    """One environment: `gymnasium.make(id, **kwargs)`, dict observations flattened, Box actions only."""
+    _require_backend(config.id)
+    try:
+        env = gym.make(config.id, **dict(config.kwargs))
+    except gym.error.DependencyNotInstalled as exc:
+        raise EnvError(f"{config.id}: {_first_line(exc)} (install the mujoco extra: pip install 'rltui[mujoco]')") from None
+    except gym.error.Error as exc:
+        raise EnvError(f"{config.id}: {_first_line(exc)}") from None
+    except TypeError as exc:
+        raise EnvError(f"{config.id}: bad [env] kwargs: {_first_line(exc)}") from None
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = FlattenObservation(env)
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise EnvError(f"{config.id}: expected a continuous (Box) action space, got {env.action_space}")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        env.close()
+        raise EnvError(f"{config.id}: expected a flat Box observation space, got {env.observation_space}")
+    return env
+
+
+def _require_backend(env_id: str) -> None:
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:
+        return  # gym.make reports unknown ids with a suggestion
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
+    if "mujoco" in entry and importlib.util.find_spec("mujoco") is None:
+        raise EnvError(f"{env_id} needs MuJoCo: install the mujoco extra (pip install 'rltui[mujoco]')")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the agents need to know about an environment."""
+
+    obs_dim: int
+    act_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+
+def env_spec(env: gym.Env) -> EnvSpec:
+    return EnvSpec(
+        obs_dim=int(env.observation_space.shape[0]),
+        act_dim=int(env.action_space.shape[0]),
+        action_low=np.asarray(env.action_space.low, dtype=np.float32),
+        action_high=np.asarray(env.action_space.high, dtype=np.float32),
+    )
+
+
+@dataclass
+class StepResult:
+    """One vector step. Shapes: n = num_envs, O = observation size.
+
+    `obs` (n,O): what to act on next (a reset observation where an episode ended).
+    `final_obs` (n,O): the true next observation s_{t+1}; differs from `obs` only where `dones`.
+    `rewards` (n,) raw; `terminated`, `truncated`, `dones` (n,) bool.
+    `finished`: (env index, true episode return, episode length) for each episode that ended here.
+    """
+
+    obs: np.ndarray
+    final_obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    finished: list[tuple[int, float, int]]
+
+    @property
+    def dones(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class TrainingEnvs:
+    """`num_envs` training environments stepped together; tracks the true episode returns."""
+
+    def __init__(self, config: EnvSettings, seed: int) -> None:
+        if config.num_envs < 1:
+            raise EnvError(f"[env] num_envs: expected an integer >= 1, got {config.num_envs}")
+        first = make_env(config)
+        self.spec = env_spec(first)
+        makers: list[Callable[[], gym.Env]] = [lambda: first] + [lambda: make_env(config)] * (config.num_envs - 1)
+        self._vec = SyncVectorEnv(makers, autoreset_mode=AutoresetMode.SAME_STEP)
+        self.num_envs = config.num_envs
+        self._seed = seed
+        self._returns = np.zeros(self.num_envs, dtype=np.float64)
+        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset all envs (env i gets seed + i) and return raw observations (n,O) float32."""
+        base = self._seed if seed is None else seed
+        obs, _ = self._vec.reset(seed=[base + i for i in range(self.num_envs)])
+        self._vec.action_space.seed(base)
+        self._returns[:] = 0.0
+        self._lengths[:] = 0
+        return np.asarray(obs, dtype=np.float32)
+
+    def step(self, actions_exec: np.ndarray) -> StepResult:
+        obs, rewards, terminated, truncated, info = self._vec.step(np.asarray(actions_exec, dtype=np.float32))
+        obs = np.asarray(obs, dtype=np.float32)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        self._returns += rewards
+        self._lengths += 1
+        final_obs = obs
+        finished: list[tuple[int, float, int]] = []
+        ended = np.flatnonzero(terminated | truncated)
+        if ended.size:
+            final_obs = obs.copy()
+            for i in ended:
+                final_obs[i] = np.asarray(info["final_obs"][i], dtype=np.float32)
+                finished.append((int(i), float(self._returns[i]), int(self._lengths[i])))
+                self._returns[i] = 0.0
+                self._lengths[i] = 0
+        return StepResult(obs, final_obs, rewards.astype(np.float32), terminated, truncated, finished)
+
+    def close(self) -> None:
+        self._vec.close()
+
+
+class RunningMeanStd:
+    """Running mean and variance (parallel algorithm of Chan et al.), float64 for stability."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.var = np.ones(shape, dtype=np.float64)
+        self.count = 1e-4
+
+    def update(self, batch: np.ndarray) -> None:
+        """batch (n, *shape)."""
+        batch = np.asarray(batch, dtype=np.float64)
+        batch_mean = batch.mean(axis=0)
+        batch_var = batch.var(axis=0)
+        batch_count = batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": float(self.count)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        var = np.asarray(state["var"], dtype=np.float64)
+        if mean.shape != self.mean.shape or var.shape != self.var.shape:
+            raise ValueError(f"normaliser shape {mean.shape} does not match {self.mean.shape}")
+        self.mean, self.var, self.count = mean, var, float(state["count"])
+
+
+class ObsNormalizer:
+    """clip((obs - mean) / sqrt(var + eps), ±clip_obs); identity when disabled.
+
+    `update` is called on training observations only; `normalize` never changes the statistics, so
+    evaluation sees them frozen.
+    """
+
+    def __init__(self, obs_dim: int, enabled: bool, clip_obs: float) -> None:
+        self.enabled = enabled
+        self.clip_obs = clip_obs
+        self.stats = RunningMeanStd((obs_dim,))
+
+    def update(self, obs: np.ndarray) -> None:
+        """obs (n,O) raw."""
+        if self.enabled:
+            self.stats.update(obs)
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        """obs (..., O) raw -> float32 of the same shape."""
+        if not self.enabled:
+            return np.asarray(obs, dtype=np.float32)
+        scaled = (obs - self.stats.mean) / np.sqrt(self.stats.var + _EPS)
+        return np.clip(scaled, -self.clip_obs, self.clip_obs).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stats.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state)
+
+
+class RewardNormalizer:
+    """Scales rewards by the running std of the discounted return (per env), clipped to ±REWARD_CLIP."""
+
+    def __init__(self, num_envs: int, gamma: float) -> None:
+        self.gamma = gamma
+        self.stats = RunningMeanStd(())
+        self._discounted = np.zeros(num_envs, dtype=np.float64)
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """rewards, dones (n,) -> scaled rewards (n,) float32; updates the statistics."""
+        self._discounted = self._discounted * self.gamma + rewards
+        self.stats.update(self._discounted)
+        self._discounted[dones] = 0.0
+        scaled = rewards / np.sqrt(self.stats.var + _EPS)
+        return np.clip(scaled, -REWARD_CLIP, REWARD_CLIP).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stats.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state)
+
+
+Policy = Callable[[np.ndarray], np.ndarray]
+"""Maps one normalised observation (O,) to the action sent to the environment (D,)."""
+
+
+def run_episode(env: gym.Env, policy: Policy, normalizer: ObsNormalizer, seed: int,
+                should_abort: Callable[[], bool] = lambda: False) -> tuple[float, int] | None:
+    """One episode with frozen normalisation; (true return, length), or None if `should_abort()`."""
+    obs, _ = env.reset(seed=seed)
+    total, length = 0.0, 0
+    while True:
+        if should_abort():
+            return None
+        action = policy(normalizer.normalize(np.asarray(obs, dtype=np.float32)))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        length += 1
+        if terminated or truncated:
+            return total, length
+
+
+def eval_seeds(seed: int, first_index: int, count: int) -> Sequence[int]:
+    """Seeds of evaluation episodes first_index..first_index+count-1; disjoint from training seeds."""
+    return [seed + EVAL_SEED_OFFSET + first_index + i for i in range(count)]
