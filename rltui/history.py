@@ -1,0 +1,304 @@
+"""Thread-safe, bounded store of a run's metrics, fed by engine events and read by the UI.
+
+`MetricsHistory` is an event subscriber: the engine calls it on its own thread for every event.
+It only appends under a lock and returns; the UI pulls copies on its timer. Each series keeps at
+most `capacity` buckets: when full, neighbouring buckets are merged pairwise (mean of x and y,
+min of the minima, max of the maxima) and the number of raw points per bucket doubles, so a
+10-million-step run holds as much memory as a 10-thousand-step one while the chart still shows
+the full range of values. This module does not import Textual.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rltui.events import (
+    CheckpointSaved,
+    EpisodeFinished,
+    ErrorRaised,
+    EvalResult,
+    Event,
+    RunStarted,
+    RunState,
+    StateChanged,
+    UpdateMetrics,
+    WarningRaised,
+)
+
+TRAIN_RETURN = "train/episode_return"
+EVAL_RETURN = "eval/return_mean"
+STEPS_PER_S = "perf/steps_per_s"
+UPDATES_PER_S = "perf/updates_per_s"
+
+
+@dataclass(frozen=True)
+class SeriesSnapshot:
+    """Copy of one series: bucket means `x`, `y` and the raw extremes `y_min`, `y_max` per bucket."""
+
+    x: np.ndarray
+    y: np.ndarray
+    y_min: np.ndarray
+    y_max: np.ndarray
+    last: float
+    version: int
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class DownsampledSeries:
+    """Fixed-capacity (x, y) series; not locked itself (MetricsHistory holds the lock)."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 2 or capacity % 2:
+            raise ValueError(f"capacity must be an even number >= 2, got {capacity}")
+        self.capacity = capacity
+        self._x = np.empty(capacity)
+        self._y = np.empty(capacity)
+        self._lo = np.empty(capacity)
+        self._hi = np.empty(capacity)
+        self._n = 0
+        self.stride = 1  # raw points per full bucket
+        self._pending: list[float] = [0.0, 0.0, math.inf, -math.inf, 0]  # sum x, sum y, min, max, count
+        self.version = 0
+        self.last = math.nan
+        self.count = 0  # raw points ever added
+
+    def add(self, x: float, y: float) -> None:
+        if not math.isfinite(y):
+            return
+        p = self._pending
+        p[0] += x
+        p[1] += y
+        p[2] = min(p[2], y)
+        p[3] = max(p[3], y)
+        p[4] += 1
+        self.last = y
+        self.count += 1
+        self.version += 1
+        if p[4] == self.stride:
+            i = self._n
+            self._x[i], self._y[i] = p[0] / p[4], p[1] / p[4]
+            self._lo[i], self._hi[i] = p[2], p[3]
+            self._n += 1
+            self._pending = [0.0, 0.0, math.inf, -math.inf, 0]
+            if self._n == self.capacity:
+                self._halve()
+
+    def _halve(self) -> None:
+        half = self.capacity // 2
+        self._x[:half] = 0.5 * (self._x[0::2] + self._x[1::2])
+        self._y[:half] = 0.5 * (self._y[0::2] + self._y[1::2])
+        self._lo[:half] = np.minimum(self._lo[0::2], self._lo[1::2])
+        self._hi[:half] = np.maximum(self._hi[0::2], self._hi[1::2])
+        self._n = half
+        self.stride *= 2
+
+    def snapshot(self) -> SeriesSnapshot:
+        n = self._n
+        x, y, lo, hi = self._x[:n], self._y[:n], self._lo[:n], self._hi[:n]
+        p = self._pending
+        if p[4]:  # the partial bucket is shown too, so the newest value is always on screen
+            x = np.append(x, p[0] / p[4])
+            y = np.append(y, p[1] / p[4])
+            lo = np.append(lo, p[2])
+            hi = np.append(hi, p[3])
+        else:
+            x, y, lo, hi = x.copy(), y.copy(), lo.copy(), hi.copy()
+        return SeriesSnapshot(x, y, lo, hi, self.last, self.version)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the event log. `level` is "info", "good", "warning" or "error"."""
+
+    index: int
+    step: int
+    time: float
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    algo: str
+    env_id: str
+    device: str
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    info: RunInfo | None
+    state: RunState
+    message: str
+    step: int
+    total_steps: int
+    episodes: int
+    updates: int
+    steps_per_s: float | None
+    updates_per_s: float | None
+    start_time: float | None
+    last_time: float | None
+    last_checkpoint: str | None
+    version: int
+
+
+@dataclass
+class _Status:
+    info: RunInfo | None = None
+    state: RunState = RunState.STARTING
+    message: str = ""
+    step: int = 0
+    total_steps: int = 0
+    episodes: int = 0
+    updates: int = 0
+    start_time: float | None = None
+    last_time: float | None = None
+    last_checkpoint: str | None = None
+    version: int = 0
+    latest: dict[str, float] = field(default_factory=dict)
+    latest_version: int = 0
+
+
+class MetricsHistory:
+    """Event subscriber holding everything the dashboard shows. Thread-safe."""
+
+    def __init__(self, capacity: int = 1024, log_size: int = 500) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._series: dict[str, DownsampledSeries] = {}
+        self._status = _Status()
+        self._log: deque[LogEntry] = deque(maxlen=log_size)
+        self._log_count = 0
+
+    # ---- writing side (engine thread) -------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._apply(event)
+
+    def extend(self, events: list[Event]) -> None:
+        with self._lock:
+            for event in events:
+                self._apply(event)
+
+    def record_failure(self, message: str) -> None:
+        """Mark the run FAILED from outside the event stream (e.g. engine.run() raised)."""
+        with self._lock:
+            st = self._status
+            if st.state is not RunState.FAILED:
+                self._log_add(st.step, st.last_time or 0.0, "error", message)
+            st.state, st.message = RunState.FAILED, message
+            st.version += 1
+
+    def _apply(self, event: Event) -> None:
+        st = self._status
+        st.step = max(st.step, event.step)
+        st.last_time = event.time if st.last_time is None else max(st.last_time, event.time)
+        st.version += 1
+        if isinstance(event, RunStarted):
+            st.info = RunInfo(event.name, event.algo, event.env_id, event.device, event.run_dir)
+            st.total_steps = event.total_steps
+            if st.start_time is None:
+                st.start_time = event.time
+            verb = "resumed" if event.resumed else "started"
+            self._log_add(event.step, event.time, "info", f"run {verb}: {event.run_dir}")
+        elif isinstance(event, StateChanged):
+            st.state = event.state
+            st.message = event.message
+            if event.state in (RunState.FINISHED, RunState.FAILED):
+                level = "good" if event.state is RunState.FINISHED else "error"
+                text = event.state.value + (f": {event.message}" if event.message else "")
+                self._log_add(event.step, event.time, level, text)
+        elif isinstance(event, EpisodeFinished):
+            st.episodes += 1
+            self._add(TRAIN_RETURN, event.step, event.episode_return)
+        elif isinstance(event, UpdateMetrics):
+            st.updates = max(st.updates, event.updates)
+            for name, value in event.metrics.items():
+                self._add(name, event.step, value)
+        elif isinstance(event, EvalResult):
+            self._add(EVAL_RETURN, event.step, event.return_mean)
+            self._add("eval/return_std", event.step, event.return_std)
+            self._add("eval/length_mean", event.step, event.length_mean)
+            mode = "deterministic" if event.deterministic else "stochastic"
+            self._log_add(
+                event.step, event.time, "info",
+                f"eval ({mode}, {event.episodes} ep): {event.return_mean:.1f} ± {event.return_std:.1f}",
+            )
+        elif isinstance(event, CheckpointSaved):
+            st.last_checkpoint = event.path
+            self._log_add(event.step, event.time, "good", f"checkpoint {event.path}")
+        elif isinstance(event, WarningRaised):
+            self._log_add(event.step, event.time, "warning", event.message)
+        elif isinstance(event, ErrorRaised):
+            st.message = event.message
+            self._log_add(event.step, event.time, "error", event.message)
+
+    def _add(self, name: str, step: int, value: Any) -> None:
+        try:
+            y = float(value)
+        except (TypeError, ValueError):
+            return
+        series = self._series.get(name)
+        if series is None:
+            series = self._series[name] = DownsampledSeries(self.capacity)
+        series.add(float(step), y)
+        st = self._status
+        st.latest[name] = y
+        st.latest_version += 1
+
+    def _log_add(self, step: int, time: float, level: str, text: str) -> None:
+        self._log.append(LogEntry(self._log_count, step, time, level, text))
+        self._log_count += 1
+
+    # ---- reading side (UI thread) -----------------------------------------------------------
+    def status(self) -> StatusSnapshot:
+        with self._lock:
+            st = self._status
+            return StatusSnapshot(
+                info=st.info,
+                state=st.state,
+                message=st.message,
+                step=st.step,
+                total_steps=st.total_steps,
+                episodes=st.episodes,
+                updates=st.updates,
+                steps_per_s=st.latest.get(STEPS_PER_S),
+                updates_per_s=st.latest.get(UPDATES_PER_S),
+                start_time=st.start_time,
+                last_time=st.last_time,
+                last_checkpoint=st.last_checkpoint,
+                version=st.version,
+            )
+
+    def series_version(self, name: str) -> int:
+        with self._lock:
+            series = self._series.get(name)
+            return series.version if series is not None else 0
+
+    def series(self, name: str) -> SeriesSnapshot | None:
+        with self._lock:
+            series = self._series.get(name)
+            return series.snapshot() if series is not None else None
+
+    def series_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._series)
+
+    def latest(self) -> tuple[int, dict[str, float]]:
+        """(version, copy of the latest value of every metric)."""
+        with self._lock:
+            return self._status.latest_version, dict(self._status.latest)
+
+    def log_since(self, index: int) -> list[LogEntry]:
+        """Log entries with `entry.index >= index` that are still held."""
+        with self._lock:
+            return [entry for entry in self._log if entry.index >= index]
