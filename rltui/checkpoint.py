@@ -1,0 +1,270 @@
+"""Checkpoints: one directory per save, written atomically, loaded without executing anything.
+
+Layout of `<run_dir>/checkpoints/step-<N>/` (N = env steps at save time):
+
+    agent.pt      agent.state_dict(): networks, target networks, optimisers, duals, update counter
+    state.pt      engine state: counters (env steps, episodes, updates, skipped updates, update credit,
+                  evaluation episodes), normaliser statistics, RNG states (torch, numpy, python
+                  `random`, the engine's replay-sampling generator), algo, env id, obs/act sizes
+    preset.toml   the resolved preset the run used at save time
+    replay.npz    MPO replay buffer, only when `[checkpoint] save_replay` (numpy, no pickled objects)
+    meta.json     written last: format tag, format version, rltui version, step, save time, SHA-256
+                  of the preset text and of every file above
+
+Both .pt files hold only tensors and plain Python containers and are read with
+`torch.load(..., weights_only=True)`; meta.json's checksums are checked before that, so a truncated,
+modified or foreign file gives a one-line `CheckpointError` and nothing in it runs.
+
+Atomicity: everything is written (and fsync'ed) into `step-<N>.tmp-<pid>` and renamed to `step-<N>`;
+a process killed at any moment leaves at worst a temp directory, which `latest_checkpoint` ignores and
+a later save removes. Saving again at an existing step replaces it the same way (the old copy is
+renamed aside first). After a save only the newest `keep` checkpoints are kept.
+
+Environment RNG state is not saved: on resume the training environments are re-seeded from the run
+seed and the step count, and the episode in progress at save time is not continued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rltui import __version__
+from rltui.replay import ReplayBuffer
+
+CHECKPOINT_FORMAT = "rltui-checkpoint"
+FORMAT_VERSION = 1
+AGENT_FILE = "agent.pt"
+STATE_FILE = "state.pt"
+PRESET_FILE = "preset.toml"
+REPLAY_FILE = "replay.npz"
+META_FILE = "meta.json"
+_FINAL_NAME = re.compile(r"^step-(\d+)$")
+_TEMP_NAME = re.compile(r"^step-\d+\.(tmp|old)-(\d+)$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be written or used; str() is a one-line message."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+    agent_state: dict[str, Any]
+    engine_state: dict[str, Any]
+    preset_text: str
+    replay_path: Path | None
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Finished checkpoints of a run as (step, path), oldest first; temp directories are ignored."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _FINAL_NAME.match(child.name)
+        if match and child.is_dir() and (child / META_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A run directory (its latest checkpoint) or a checkpoint directory -> the checkpoint directory."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path}: not a checkpoint directory and holds no checkpoints/step-<N>/")
+    return latest
+
+
+def preset_sha256(preset_text: str) -> str:
+    return hashlib.sha256(preset_text.encode()).hexdigest()
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    agent_state: dict[str, Any],
+    engine_state: dict[str, Any],
+    preset_text: str,
+    replay: ReplayBuffer | None,
+    keep: int,
+) -> Path:
+    """Write checkpoints/step-<step>/ atomically, prune to the newest `keep`, return its path."""
+    root = checkpoints_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step}"
+    temp = root / f"step-{step}.tmp-{os.getpid()}"
+    if temp.exists():
+        shutil.rmtree(temp)
+    temp.mkdir()
+    try:
+        _torch_save(agent_state, temp / AGENT_FILE)
+        _torch_save(engine_state, temp / STATE_FILE)
+        _write_bytes(temp / PRESET_FILE, preset_text.encode())
+        if replay is not None:
+            replay.save(temp / REPLAY_FILE)
+            _fsync_path(temp / REPLAY_FILE)
+        files = sorted(p.name for p in temp.iterdir())
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "rltui_version": __version__,
+            "step": step,
+            "saved_at": time.time(),
+            "preset_sha256": preset_sha256(preset_text),
+            "files": {name: _sha256(temp / name) for name in files},
+        }
+        _write_bytes(temp / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+        _fsync_path(temp)
+        if final.exists():
+            aside = root / f"step-{step}.old-{os.getpid()}"
+            os.rename(final, aside)
+            os.rename(temp, final)
+            shutil.rmtree(aside)
+        else:
+            os.rename(temp, final)
+        _fsync_path(root)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    prune_checkpoints(run_dir, keep)
+    return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints; remove temp directories left by processes no longer alive."""
+    for _, path in list_checkpoints(run_dir)[: -max(1, keep)]:
+        shutil.rmtree(path, ignore_errors=True)
+    for child in checkpoints_dir(run_dir).iterdir():
+        match = _TEMP_NAME.match(child.name)
+        if match and not _pid_alive(int(match.group(2))):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read and verify a checkpoint directory. Raises CheckpointError with a one-line message."""
+    path = Path(path)
+    meta = _read_meta(path)
+    files: dict[str, str] = meta["files"]
+    for name in (AGENT_FILE, STATE_FILE, PRESET_FILE):
+        if name not in files:
+            raise CheckpointError(f"{path}: {META_FILE} lists no {name}")
+    for name, digest in files.items():
+        if "/" in name or name.startswith("."):
+            raise CheckpointError(f"{path / META_FILE}: bad file name {name!r}")
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"{file}: checksum mismatch (the file was truncated or modified)")
+    agent_state = _torch_load(path / AGENT_FILE)
+    engine_state = _torch_load(path / STATE_FILE)
+    try:
+        preset_text = (path / PRESET_FILE).read_text()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path / PRESET_FILE}: not UTF-8 text") from None
+    return Checkpoint(
+        path=path,
+        step=int(meta["step"]),
+        agent_state=agent_state,
+        engine_state=engine_state,
+        preset_text=preset_text,
+        replay_path=path / REPLAY_FILE if REPLAY_FILE in files else None,
+    )
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    file = path / META_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint (no {META_FILE})")
+    try:
+        meta = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an rltui checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {meta.get('format_version')!r}, this rltui reads {FORMAT_VERSION}"
+        )
+    if not isinstance(meta.get("files"), dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{file}: missing 'files' or 'step'")
+    return meta
+
+
+def _torch_load(file: Path) -> dict[str, Any]:
+    try:
+        value = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything but tensors/containers, zip errors, EOF
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{file}: refused or unreadable ({type(exc).__name__}: {first})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{file}: expected a dict, got {type(value).__name__}")
+    return value
+
+
+def _torch_save(obj: Any, file: Path) -> None:
+    with open(file, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_bytes(file: Path, data: bytes) -> None:
+    with open(file, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
