@@ -1,0 +1,383 @@
+"""Proof of TRPO's maths: KL, conjugate gradient, Fisher-vector product, line search, GAE."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from agents.common import diag_gaussian_log_prob
+from agents.trpo import (
+    TRPOAgent,
+    _conjugate_gradient,
+    _flat_grads,
+    _flat_params,
+    _kl_old_to_new,
+    _make_fisher_vector_product,
+    _set_flat_params,
+    compute_gae,
+)
+
+torch.set_num_threads(1)
+
+METRIC_KEYS = {
+    "policy/surrogate_before",
+    "policy/surrogate_after",
+    "policy/improvement",
+    "policy/kl",
+    "policy/entropy",
+    "policy/step_norm",
+    "policy/expected_improvement",
+    "policy/line_search_frac",
+    "policy/line_search_accepted",
+    "loss/value",
+    "value/explained_variance",
+}
+
+
+def make_agent(obs_dim: int = 3, act_dim: int = 2, layers: tuple[int, ...] = (16, 16), **kwargs) -> TRPOAgent:
+    return TRPOAgent(
+        obs_dim,
+        act_dim,
+        -np.ones(act_dim, np.float32),
+        np.ones(act_dim, np.float32),
+        torch.device("cpu"),
+        policy_layer_sizes=layers,
+        critic_layer_sizes=layers,
+        **kwargs,
+    )
+
+
+def make_batch(agent: TRPOAgent, num_samples: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Actions sampled from the agent itself; advantages correlated with the action so that a
+    policy step can improve the surrogate."""
+    generator = torch.Generator().manual_seed(seed)
+    obs = torch.randn(num_samples, agent.obs_dim, generator=generator)
+    actions, log_probs, _ = agent.act(obs)
+    advantages = actions.sum(-1) + 0.1 * torch.randn(num_samples, generator=generator)
+    returns = torch.randn(num_samples, generator=generator)
+    return {"obs": obs, "actions": actions, "log_probs": log_probs, "returns": returns, "advantages": advantages}
+
+
+def policy_tensors(agent: TRPOAgent) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in agent.policy.parameters()]
+
+
+# ----------------------------------------------------------------------------- KL, CG, flat helpers
+
+
+def test_kl_old_to_new_matches_torch_distributions() -> None:
+    torch.manual_seed(0)
+    old_mean, new_mean = torch.randn(7, 4), torch.randn(7, 4)
+    old_log_std, new_log_std = 0.5 * torch.randn(7, 4), 0.5 * torch.randn(7, 4)
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(old_mean, old_log_std.exp()), torch.distributions.Normal(new_mean, new_log_std.exp())
+    ).sum(-1)
+    result = _kl_old_to_new(old_mean, old_log_std, new_mean, new_log_std)
+    assert result.shape == (7,)
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(_kl_old_to_new(old_mean, old_log_std, old_mean, old_log_std), torch.zeros(7))
+
+
+@pytest.mark.parametrize("size", [1, 5, 20])
+def test_conjugate_gradient_solves_spd_systems(size: int) -> None:
+    generator = torch.Generator().manual_seed(size)
+    m = torch.randn(size, size, generator=generator, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(size, dtype=torch.float64)
+    b = torch.randn(size, generator=generator, dtype=torch.float64)
+    x = _conjugate_gradient(lambda v: a @ v, b, nsteps=3 * size)
+    torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-6, atol=1e-8)
+
+
+def test_conjugate_gradient_stops_at_convergence_and_handles_zero_rhs() -> None:
+    a = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    # Exact after 3 steps; extra iterations must not disturb (or divide by zero) the solution.
+    torch.testing.assert_close(_conjugate_gradient(lambda v: a @ v, b, nsteps=50), torch.linalg.solve(a, b))
+    assert torch.equal(_conjugate_gradient(lambda v: a @ v, torch.zeros(3, dtype=torch.float64), 10), torch.zeros(3, dtype=torch.float64))
+
+
+def test_flat_param_helpers_round_trip() -> None:
+    module = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    flat = _flat_params(module)
+    assert flat.shape == (sum(p.numel() for p in module.parameters()),)
+    _set_flat_params(module, flat + 1.0)
+    torch.testing.assert_close(_flat_params(module), flat + 1.0)
+    torch.testing.assert_close(module[0].bias, torch.zeros(4) + 1.0 + flat[12:16])
+    with pytest.raises(ValueError):
+        _set_flat_params(module, flat[:-1])
+
+
+def test_flat_grads_treats_missing_grads_as_zeros() -> None:
+    params = (nn.Parameter(torch.ones(2, 3)), nn.Parameter(torch.ones(4)))
+    grads = (torch.full((2, 3), 2.0), None)
+    flat = _flat_grads(grads, params)
+    torch.testing.assert_close(flat, torch.cat([torch.full((6,), 2.0), torch.zeros(4)]))
+
+
+# ----------------------------------------------------------------------------- Fisher-vector product
+
+
+def test_fisher_vector_product_equals_hessian_of_mean_kl() -> None:
+    torch.manual_seed(0)
+    agent = make_agent(obs_dim=3, act_dim=2, layers=(5,), cg_damping=0.1)
+    policy = agent.policy.double()
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([0.3, -0.4], dtype=torch.float64))
+    obs = torch.randn(11, 3, dtype=torch.float64)
+    with torch.no_grad():
+        old_mean, old_log_std = policy(obs)
+    named = list(policy.named_parameters())
+    theta = _flat_params(policy)
+
+    def mean_kl(flat: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(flat, [p.numel() for _, p in named])
+        params = {name: piece.view_as(p) for (name, p), piece in zip(named, pieces)}
+        mean, log_std = functional_call(policy, params, (obs,))
+        return _kl_old_to_new(old_mean, old_log_std, mean, log_std).mean()
+
+    hessian = torch.autograd.functional.hessian(mean_kl, theta)
+    fvp = _make_fisher_vector_product(policy, obs, old_mean, old_log_std, damping=0.1)
+    for seed in range(3):
+        v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-8, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- update
+
+
+def test_update_returns_all_metrics_as_floats_and_counts() -> None:
+    torch.manual_seed(0)
+    agent = make_agent()
+    metrics = agent.update(make_batch(agent))
+    assert set(metrics) == METRIC_KEYS
+    assert all(type(value) is float and np.isfinite(value) for value in metrics.values())
+    assert agent.num_updates == 1
+    assert metrics["policy/line_search_accepted"] == 1.0
+    assert metrics["policy/improvement"] > 0
+    assert 0 < metrics["policy/line_search_frac"] <= 1
+
+
+def test_accepted_step_respects_the_trust_region() -> None:
+    for seed in range(5):
+        torch.manual_seed(seed)
+        agent = make_agent(target_kl=0.005)
+        batch = make_batch(agent, seed=seed)
+        obs = batch["obs"]
+        with torch.no_grad():
+            old_mean, old_log_std = agent.policy(obs)
+        metrics = agent.update(batch)
+        assert metrics["policy/line_search_accepted"] == 1.0
+        with torch.no_grad():
+            new_mean, new_log_std = agent.policy(obs)
+        kl = _kl_old_to_new(old_mean, old_log_std, new_mean, new_log_std).mean().item()
+        assert 0 < kl <= agent.target_kl
+        assert kl == pytest.approx(metrics["policy/kl"], rel=1e-5)
+
+
+def test_rejected_step_restores_parameters_exactly() -> None:
+    torch.manual_seed(0)
+    # Zero advantages: no candidate improves the surrogate, so every one is rejected.
+    agent = make_agent(normalize_advantages=False)
+    batch = make_batch(agent)
+    batch["advantages"] = torch.zeros_like(batch["advantages"])
+    before = policy_tensors(agent)
+    metrics = agent.update(batch)
+    assert metrics["policy/line_search_accepted"] == 0.0
+    assert metrics["policy/line_search_frac"] == 0.0
+    assert metrics["policy/step_norm"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+
+
+def test_rejection_after_trying_every_candidate_restores_parameters_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    agent = make_agent(backtrack_iters=4)
+    batch = make_batch(agent)
+    before = policy_tensors(agent)
+    # A trust region no candidate can satisfy: every candidate's KL is reported as too large.
+    import agents.trpo as trpo
+
+    real_kl = trpo._kl_old_to_new
+    calls = []
+
+    def inflated_kl(*args: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return real_kl(*args) + 1.0
+
+    monkeypatch.setattr(trpo, "_kl_old_to_new", inflated_kl)
+    metrics = agent.update(batch)
+    assert len(calls) == 4  # each candidate was tried
+    assert metrics["policy/line_search_accepted"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+
+
+def test_normalize_advantages_is_applied_inside_update() -> None:
+    raw_advantages = None
+    results = {}
+    for name, normalize in [("normalized", True), ("raw", False), ("pre_normalized", False)]:
+        torch.manual_seed(0)
+        agent = make_agent(normalize_advantages=normalize)
+        batch = make_batch(agent)
+        batch["advantages"] = 50.0 * batch["advantages"] + 7.0
+        if raw_advantages is None:
+            raw_advantages = batch["advantages"]
+        if name == "pre_normalized":
+            batch["advantages"] = (raw_advantages - raw_advantages.mean()) / (raw_advantages.std(unbiased=False) + 1e-8)
+        torch.manual_seed(1)
+        agent.update(batch)
+        results[name] = _flat_params(agent.policy)
+    torch.testing.assert_close(results["normalized"], results["pre_normalized"], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(results["normalized"], results["raw"], atol=1e-4)
+
+
+def test_update_accepts_numpy_batches_and_column_log_probs() -> None:
+    torch.manual_seed(0)
+    agent = make_agent()
+    batch = {key: value.numpy() for key, value in make_batch(agent).items()}
+    assert batch["log_probs"].shape == (256, 1)
+    metrics = agent.update(batch)
+    assert metrics["policy/line_search_accepted"] == 1.0
+
+
+def test_value_regression_fits_the_returns() -> None:
+    torch.manual_seed(0)
+    agent = make_agent(value_lr=3e-3, value_epochs=20)
+    batch = make_batch(agent)
+    batch["returns"] = batch["obs"][:, 0] * 2.0 - 1.0
+    first = agent.update(batch)["loss/value"]
+    for _ in range(5):
+        last = agent.update(batch)
+    assert last["loss/value"] < 0.2 * first
+    assert last["value/explained_variance"] > 0.8
+
+
+def test_sgd_optimizer_and_unknown_optimizer() -> None:
+    assert isinstance(make_agent(optimizer_type="sgd").value_optimizer, torch.optim.SGD)
+    assert isinstance(make_agent().value_optimizer, torch.optim.Adam)
+    with pytest.raises(ValueError, match="optimizer_type"):
+        make_agent(optimizer_type="rmsprop")
+
+
+# ----------------------------------------------------------------------------- acting
+
+
+def test_act_returns_raw_samples_with_their_log_prob() -> None:
+    torch.manual_seed(0)
+    agent = make_agent(act_dim=2)
+    with torch.no_grad():
+        agent.policy.log_std.fill_(1.5)  # std 4.5: most samples fall outside [-1, 1]
+    obs = torch.randn(64, 3)
+    actions, log_probs, values = agent.act(obs)
+    assert actions.shape == (64, 2) and log_probs.shape == (64, 1) and values.shape == (64, 1)
+    assert (actions.abs() > 1).any(), "the stored action must be the raw, unclipped sample"
+    with torch.no_grad():
+        mean, log_std = agent.policy(obs)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(-1, keepdim=True)
+    torch.testing.assert_close(log_probs, expected)
+    torch.testing.assert_close(log_probs, diag_gaussian_log_prob(mean, log_std, actions))
+    env_actions = agent.env_action(actions)
+    assert isinstance(env_actions, np.ndarray)
+    np.testing.assert_array_equal(env_actions, np.clip(actions.numpy(), -1.0, 1.0))
+
+    deterministic, _, _ = agent.act(obs.numpy(), deterministic=True)
+    torch.testing.assert_close(deterministic, mean)
+    single, single_log_prob, single_value = agent.act(obs[0])
+    assert single.shape == (1, 2) and single_log_prob.shape == (1, 1) and single_value.shape == (1, 1)
+
+
+def test_policy_initialisation() -> None:
+    agent = make_agent(act_dim=3, layers=(8, 8))
+    assert torch.equal(agent.policy.log_std.detach(), torch.zeros(3))
+    head = agent.policy.mean_head.weight.detach()
+    assert head.abs().max() < 0.05  # orthogonal with gain 0.01
+    mean, log_std = agent.policy(torch.randn(4, 3))
+    assert mean.shape == (4, 3) and log_std.shape == (4, 3)
+    with torch.no_grad():
+        agent.policy.log_std.fill_(5.0)
+    assert agent.policy(torch.randn(4, 3))[1].max().item() == 2.0
+
+
+# ----------------------------------------------------------------------------- GAE
+
+
+def test_compute_gae_bootstraps_truncation_and_cuts_termination() -> None:
+    # t=1 ends by truncation (bootstrap from V(final obs) = 10), t=3 by termination (no bootstrap).
+    rewards = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    values = np.array([0.5, 1.0, 1.5, 2.0], np.float32)
+    next_values = np.array([1.0, 10.0, 2.0, 7.0], np.float32)
+    terminated = np.array([0, 0, 0, 1], np.float32)
+    dones = np.array([0, 1, 0, 1], np.float32)
+    advantages, returns = compute_gae(rewards, values, next_values, terminated, dones, gamma=0.9, gae_lambda=0.8)
+    # delta = [1 + .9*1 - .5, 2 + .9*10 - 1, 3 + .9*2 - 1.5, 4 - 2] = [1.4, 10, 3.3, 2]
+    # A3 = 2; A2 = 3.3 + .72*2 = 4.74; A1 = 10 (trace cut); A0 = 1.4 + .72*10 = 8.6
+    np.testing.assert_allclose(advantages, [8.6, 10.0, 4.74, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(returns, [9.1, 11.0, 6.24, 4.0], rtol=1e-6)
+    assert advantages.dtype == np.float32 and returns.dtype == np.float32
+
+
+def test_compute_gae_bootstraps_the_unfinished_last_step_and_handles_env_columns() -> None:
+    rewards = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
+    values = np.zeros((2, 2), np.float32)
+    next_values = np.array([[0.0, 0.0], [5.0, 0.0]], np.float32)
+    zeros = np.zeros((2, 2), np.float32)
+    advantages, _ = compute_gae(rewards, values, next_values, zeros, zeros, gamma=0.5, gae_lambda=1.0)
+    # env 0: A1 = 1 + .5*5 = 3.5, A0 = 1 + .5*3.5 = 2.75; env 1: all zero
+    np.testing.assert_allclose(advantages, [[2.75, 0.0], [3.5, 0.0]])
+    single, _ = compute_gae(rewards[:, 0], values[:, 0], next_values[:, 0], zeros[:, 0], zeros[:, 0], 0.5, 1.0)
+    np.testing.assert_allclose(single, advantages[:, 0])
+
+
+def test_advantages_and_returns_uses_the_agents_gamma_and_lambda() -> None:
+    agent = make_agent(gamma=0.9, gae_lambda=0.8)
+    args = (
+        np.array([1.0, 2.0], np.float32),
+        np.array([0.5, 1.0], np.float32),
+        np.array([1.0, 3.0], np.float32),
+        np.zeros(2, np.float32),
+        np.zeros(2, np.float32),
+    )
+    for got, expected in zip(agent.advantages_and_returns(*args), compute_gae(*args, gamma=0.9, gae_lambda=0.8)):
+        np.testing.assert_array_equal(got, expected)
+
+
+# ----------------------------------------------------------------------------- checkpoints, device
+
+
+def test_state_dict_round_trips_through_weights_only_load() -> None:
+    torch.manual_seed(0)
+    agent = make_agent()
+    agent.update(make_batch(agent))
+    buffer = io.BytesIO()
+    torch.save(agent.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+
+    torch.manual_seed(1)
+    restored = make_agent()
+    restored.load_state_dict(state)
+    assert restored.num_updates == 1
+    obs = torch.randn(5, 3)
+    for a, b in zip(agent.act(obs, deterministic=True), restored.act(obs, deterministic=True)):
+        assert torch.equal(a, b)
+    batch = make_batch(agent, seed=3)
+    torch.manual_seed(2)
+    first = agent.update(batch)
+    torch.manual_seed(2)
+    second = restored.update(batch)
+    assert first == second  # optimiser state restored too
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_update_on_cuda() -> None:
+    torch.manual_seed(0)
+    agent = TRPOAgent(3, 2, -np.ones(2), np.ones(2), torch.device("cuda"), (16, 16), (16, 16))
+    assert next(agent.policy.parameters()).is_cuda
+    batch = {key: value.cpu().numpy() for key, value in make_batch(agent).items()}
+    metrics = agent.update(batch)
+    assert set(metrics) == METRIC_KEYS
+    actions, _, _ = agent.act(torch.randn(4, 3))
+    assert actions.is_cuda
