@@ -426,9 +426,12 @@ def _load_file_raw(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, 
 # Validation
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(_toml_string(c) for c in close)}?)" if close else ""
+def _did_you_mean(word: str, candidates: Iterable[str], most: int = 1) -> str:
+    close = [_toml_string(c) for c in difflib.get_close_matches(word, list(candidates), n=most, cutoff=0.6)]
+    if not close:
+        return ""
+    listed = close[0] if len(close) == 1 else ", ".join(close[:-1]) + " or " + close[-1]
+    return f" (did you mean {listed}?)"
 
 
 def _first_unsupported(value: Any, path: tuple[str, ...]) -> tuple[tuple[str, ...], Any] | None:
@@ -493,7 +496,8 @@ def _validate(raw: Mapping[str, Any], origins: _Origins, fallback_name: str) -> 
         if key == "extends":
             raise fail((key,), "only allowed in a preset file")
         if key not in known_top:
-            raise fail((key,), "unknown key" + _did_you_mean(key, known_top))
+            where = f"[{key}]" if isinstance(value, dict) else key
+            raise PresetError(origins.of((key,)), where, "unknown key" + _did_you_mean(key, known_top))
         if key in _SECTIONS and not isinstance(value, dict):
             raise fail((key,), f"expected a table, got {_show(value)}")
 
@@ -565,7 +569,7 @@ def _check_env_id(env_id: str, origin: str) -> None:
 
     if env_id not in gymnasium.registry:
         raise PresetError(origin, "[env] id",
-                          f"unknown environment {_toml_string(env_id)}" + _did_you_mean(env_id, gymnasium.registry))
+                          f"unknown environment {_toml_string(env_id)}" + _did_you_mean(env_id, gymnasium.registry, 3))
 
 
 def _mujoco_installed() -> bool:
@@ -638,7 +642,10 @@ def _apply_override(raw: dict[str, Any], origins: _Origins, override: str) -> No
 
     node = raw
     for depth, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
+        if part not in node:
+            node[part] = {}
+            origins.by_path[path[: depth + 1]] = label  # a table the override brings in
+        child = node[part]
         if not isinstance(child, dict):
             raise PresetError(label, _where(path[: depth + 1]), f"is {_show(child)}, not a table")
         node = child
