@@ -141,7 +141,8 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl() -> None:
         return _kl_old_to_new(old_mean, old_log_std, mean, log_std).mean()
 
     hessian = torch.autograd.functional.hessian(mean_kl, theta)
-    fvp = _make_fisher_vector_product(policy, obs, old_mean, old_log_std, damping=0.1)
+    mean, log_std = policy(obs)
+    fvp = _make_fisher_vector_product(tuple(policy.parameters()), mean, log_std, old_log_std, damping=0.1)
     for seed in range(3):
         v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-8, atol=1e-10)
