@@ -333,7 +333,12 @@ class TRPOAgent:
         return np.clip(action, self.action_low, self.action_high)
 
     def advantages_and_returns(
-        self, rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray, dones: np.ndarray
+        self,
+        rewards: np.ndarray,
+        values: np.ndarray,
+        next_values: np.ndarray,
+        terminated: np.ndarray,
+        dones: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`compute_gae` with this agent's `gamma` and `gae_lambda`."""
         return compute_gae(rewards, values, next_values, terminated, dones, self.gamma, self.gae_lambda)
@@ -379,6 +384,9 @@ class TRPOAgent:
     def _update_policy(
         self, obs: torch.Tensor, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor
     ) -> dict[str, torch.Tensor]:
+        """Natural-gradient step s = F^-1 g by conjugate gradient, scaled to the trust region
+        (1/2 s^T F s = target_kl), then backtracking; theta_old is restored exactly when no
+        candidate both improves the surrogate and keeps mean KL(old || new) <= target_kl."""
         params = tuple(self.policy.parameters())
         theta_old = _flat_params(self.policy)
         # One forward pass at theta_old serves the old distribution, the gradient and the FVP.
@@ -432,6 +440,11 @@ class TRPOAgent:
         }
 
     def _update_value(self, obs: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`value_epochs` epochs of shuffled minibatch MSE regression of V(obs) (T, O) onto returns (T,).
+
+        loss/value is the mean minibatch loss over all steps; value/explained_variance is measured
+        before the regression (the baseline the advantages were computed with, not a refit).
+        """
         with torch.no_grad():
             explained_variance = _explained_variance(self.value(obs).squeeze(-1), returns)
         num_samples = obs.shape[0]

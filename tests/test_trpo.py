@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+import agents.trpo as trpo
 from agents.common import diag_gaussian_log_prob
 from agents.trpo import (
     TRPOAgent,
@@ -98,7 +99,8 @@ def test_conjugate_gradient_stops_at_convergence_and_handles_zero_rhs() -> None:
     b = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
     # Exact after 3 steps; extra iterations must not disturb (or divide by zero) the solution.
     torch.testing.assert_close(_conjugate_gradient(lambda v: a @ v, b, nsteps=50), torch.linalg.solve(a, b))
-    assert torch.equal(_conjugate_gradient(lambda v: a @ v, torch.zeros(3, dtype=torch.float64), 10), torch.zeros(3, dtype=torch.float64))
+    zero = torch.zeros(3, dtype=torch.float64)
+    assert torch.equal(_conjugate_gradient(lambda v: a @ v, zero, 10), zero)
 
 
 def test_flat_param_helpers_round_trip() -> None:
@@ -200,8 +202,6 @@ def test_rejection_after_trying_every_candidate_restores_parameters_exactly(monk
     batch = make_batch(agent)
     before = policy_tensors(agent)
     # A trust region no candidate can satisfy: every candidate's KL is reported as too large.
-    import agents.trpo as trpo
-
     real_kl = trpo._kl_old_to_new
     calls = []
 
@@ -217,22 +217,23 @@ def test_rejection_after_trying_every_candidate_restores_parameters_exactly(monk
 
 
 def test_normalize_advantages_is_applied_inside_update() -> None:
-    raw_advantages = None
-    results = {}
-    for name, normalize in [("normalized", True), ("raw", False), ("pre_normalized", False)]:
+    def policy_after_update(normalize: bool, standardise_first: bool) -> torch.Tensor:
         torch.manual_seed(0)
         agent = make_agent(normalize_advantages=normalize)
         batch = make_batch(agent)
-        batch["advantages"] = 50.0 * batch["advantages"] + 7.0
-        if raw_advantages is None:
-            raw_advantages = batch["advantages"]
-        if name == "pre_normalized":
-            batch["advantages"] = (raw_advantages - raw_advantages.mean()) / (raw_advantages.std(unbiased=False) + 1e-8)
+        advantages = 50.0 * batch["advantages"] + 7.0
+        if standardise_first:
+            advantages = (advantages - advantages.mean()) / (advantages.std(unbiased=False) + 1e-8)
+        batch["advantages"] = advantages
         torch.manual_seed(1)
         agent.update(batch)
-        results[name] = _flat_params(agent.policy)
-    torch.testing.assert_close(results["normalized"], results["pre_normalized"], rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(results["normalized"], results["raw"], atol=1e-4)
+        return _flat_params(agent.policy)
+
+    normalized_inside = policy_after_update(normalize=True, standardise_first=False)
+    normalized_outside = policy_after_update(normalize=False, standardise_first=True)
+    raw = policy_after_update(normalize=False, standardise_first=False)
+    torch.testing.assert_close(normalized_inside, normalized_outside, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(normalized_inside, raw, atol=1e-4)
 
 
 def test_update_accepts_numpy_batches_and_column_log_probs() -> None:
