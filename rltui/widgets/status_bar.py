@@ -1,0 +1,106 @@
+"""Two-line run status: identity and state, then progress, throughput, elapsed time and ETA."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.text import Text
+from textual.widget import Widget
+
+from rltui.events import RunState
+from rltui.history import StatusSnapshot
+from rltui.widgets.line_chart import format_value
+
+STATE_STYLES = {
+    RunState.STARTING: "bold",
+    RunState.RUNNING: "bold green",
+    RunState.PAUSED: "bold yellow",
+    RunState.EVALUATING: "bold cyan",
+    RunState.FINISHED: "bold blue",
+    RunState.FAILED: "bold reverse red",
+}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0 or seconds > 1e8:
+        return "–"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def progress_bar(fraction: float, width: int) -> str:
+    """Text progress bar with eighth-block resolution, `width` cells."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    bar = "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")
+    return bar + "·" * (width - len(bar))
+
+
+class StatusBar(Widget):
+    """Shows a StatusSnapshot. `clock` gives "now" for the elapsed time of a live run."""
+
+    DEFAULT_CSS = "StatusBar { height: 2; padding: 0 1; background: $panel; }"
+
+    def __init__(self, clock: Callable[[], float] | None, *, read_only: bool = False, id: str | None = None):
+        super().__init__(id=id)
+        self._clock = clock
+        self._read_only = read_only
+        self._status: StatusSnapshot | None = None
+        self._extra = ""
+
+    def show(self, status: StatusSnapshot, extra: str = "") -> None:
+        if self._status is None or status.version != self._status.version or extra != self._extra:
+            self._status, self._extra = status, extra
+            self.refresh()
+        elif self._clock is not None and not status.state.is_final:
+            self.refresh()  # the elapsed time and ETA move on with the clock
+
+    def _elapsed(self, status: StatusSnapshot) -> float | None:
+        if status.start_time is None:
+            return None
+        if self._clock is None or status.state.is_final:
+            end = status.last_time
+        else:
+            end = self._clock()
+        return None if end is None else end - status.start_time
+
+    def render(self) -> Text:
+        status = self._status
+        width = self.content_size.width
+        if status is None:
+            return Text("waiting for the run to start…")
+        info = status.info
+        top = Text(no_wrap=True, overflow="ellipsis")
+        if info is not None:
+            top.append(info.name, "bold")
+            top.append(f"  {info.algo.upper()}  {info.env_id}  {info.device}")
+        if self._read_only:
+            top.append("  [watch]", "dim")
+        top.append("  ")
+        top.append(f" {status.state.value.upper()} ", STATE_STYLES[status.state])
+        if status.message and status.state in (RunState.FAILED, RunState.FINISHED):
+            top.append(f" {status.message}", "red" if status.state is RunState.FAILED else "")
+        if self._extra:
+            top.append(f"  {self._extra}", "dim")
+
+        total = max(status.total_steps, 1)
+        sps = status.steps_per_s
+        eta = None
+        if sps and sps > 0 and not status.state.is_final:
+            eta = (status.total_steps - status.step) / sps
+        right = (
+            f" {100 * status.step / total:3.0f}%"
+            f"  {format_value(sps) if sps is not None else '–'} steps/s"
+            f"  {format_value(status.updates_per_s) if status.updates_per_s is not None else '–'} upd/s"
+            f"  {format_duration(self._elapsed(status))}"
+            f"  ETA {format_duration(eta)}"
+        )
+        left = f"{status.step:,}/{status.total_steps:,} "
+        bar_width = max(6, min(40, width - len(left) - len(right)))
+        bottom = Text(no_wrap=True, overflow="ellipsis")
+        bottom.append(left)
+        bottom.append(progress_bar(status.step / total, bar_width), "green")
+        bottom.append(right)
+        return Text("\n").join([top, bottom])

@@ -1,0 +1,167 @@
+"""Pilot tests of the dashboard against the deterministic fake engine (and the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fake_engine import T0, FakeEngine
+from rltui.app import RlTuiApp
+from rltui.events import RunState
+from rltui.screens.dashboard import DashboardScreen
+from rltui.screens.help import HelpScreen
+from rltui.widgets.inspect_chart import InspectChart
+from rltui.widgets.line_chart import LineChart
+from rltui.widgets.status_bar import StatusBar
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+async def _wait_for(pilot, predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+async def _ready(app: RlTuiApp, pilot, engine: FakeEngine) -> DashboardScreen:
+    await _wait_for(pilot, lambda: engine.emitted.is_set())
+    screen = app.screen
+    assert isinstance(screen, DashboardScreen)
+    screen.pull()
+    await pilot.pause()
+    return screen
+
+
+def _enabled(screen: DashboardScreen, action: str) -> bool | None:
+    return screen.check_action(action, ())
+
+
+async def test_control_keys_reach_the_engine():
+    engine = FakeEngine("mpo")
+    app = RlTuiApp(engine=engine, clock=lambda: T0 + 20)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _ready(app, pilot, engine)
+        assert _enabled(screen, "toggle_pause") is True
+        await pilot.press("p")
+        assert engine.state is RunState.PAUSED
+        await pilot.press("space")
+        assert engine.state is RunState.RUNNING
+        await pilot.press("c")
+        await pilot.press("e")
+        assert engine.state is RunState.EVALUATING
+        screen.pull()
+        assert _enabled(screen, "toggle_pause") is None  # no pausing while evaluating
+        await pilot.press("e")
+        await pilot.pause()
+        assert engine.commands == [
+            ("pause",), ("resume",), ("checkpoint",), ("eval_mode", True), ("eval_mode", False)
+        ]
+
+
+async def test_view_keys_smoothing_log_maximise_help():
+    engine = FakeEngine("trpo")
+    app = RlTuiApp(engine=engine, clock=lambda: T0 + 20)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _ready(app, pilot, engine)
+        charts = screen.charts()
+        assert charts[1].spec.title == "KL" and charts[1].spec.references[0].value == 0.01
+        assert charts[0].smoothing == 0.6
+        await pilot.press("s")
+        assert all(c.smoothing == 0.9 for c in charts)
+        assert screen.focused is charts[0]
+        await pilot.press("l")
+        assert charts[0].log_y and not charts[1].log_y
+        await pilot.press("tab", "l")
+        assert charts[1].log_y
+        await pilot.press("3")
+        assert screen.maximised == 3 and screen.query_one(InspectChart).display
+        assert not screen.query_one("#charts").display
+        await pilot.press("l")  # log applies to the maximised chart
+        assert charts[2].log_y
+        await pilot.press("3")
+        assert screen.maximised is None and screen.query_one("#charts").display
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert app.screen is screen
+        assert engine.commands == []
+
+
+async def test_log_key_is_greyed_out_without_a_focused_chart():
+    engine = FakeEngine("mpo")
+    app = RlTuiApp(engine=engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _ready(app, pilot, engine)
+        screen.query_one("#metrics").focus()
+        await pilot.pause()
+        assert _enabled(screen, "toggle_log") is None
+
+
+async def test_quit_while_training_stops_with_checkpoint_quickly():
+    engine = FakeEngine("mpo", stop_delay_s=1.0)  # a long update still running when q is pressed
+    app = RlTuiApp(engine=engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot, engine)
+        start = time.monotonic()
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running, timeout=5.0)
+    assert time.monotonic() - start < 5.0
+    assert engine.commands == [("stop", True)]
+    assert engine.state is RunState.FINISHED
+
+
+async def test_failing_engine_shows_failed_and_stays_usable():
+    for outcome in ("fail", "raise"):
+        engine = FakeEngine("mpo", outcome=outcome)
+        app = RlTuiApp(engine=engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _wait_for(pilot, lambda: app.history.status().state is RunState.FAILED)
+            screen = app.screen
+            screen.pull()
+            await pilot.pause()
+            status = screen.query_one(StatusBar).render().plain
+            assert "FAILED" in status
+            assert ("NaN" in status) if outcome == "fail" else ("simulated crash" in status)
+            for action in ("toggle_pause", "checkpoint", "toggle_eval"):
+                assert _enabled(screen, action) is None
+            await pilot.press("s", "1")  # still usable
+            assert screen.maximised == 1
+            await pilot.press("q")
+            await _wait_for(pilot, lambda: not app.is_running)
+        assert app.run_exit_code() == 1
+
+
+async def test_finished_run_greys_out_controls_and_quits_at_once():
+    engine = FakeEngine("trpo", outcome="finish")
+    app = RlTuiApp(engine=engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _ready(app, pilot, engine)
+        assert app.history.status().state is RunState.FINISHED
+        assert _enabled(screen, "checkpoint") is None
+        await pilot.press("c", "p", "e")
+        assert engine.commands == []
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running)
+    assert app.run_exit_code() == 0
+
+
+async def test_charts_redraw_only_when_their_data_changes():
+    engine = FakeEngine("mpo")
+    app = RlTuiApp(engine=engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _ready(app, pilot, engine)
+        chart = screen.query_one("#chart-4", LineChart)
+        token = chart._data_token
+        screen.pull()
+        screen.pull()
+        assert chart._data_token == token
+        from rltui.events import UpdateMetrics
+
+        app.history(UpdateMetrics(7000, updates=1, metrics={"loss/q": 3.0}, time=T0))
+        screen.pull()
+        assert chart._data_token == token + 1
+        assert screen.query_one("#chart-1", LineChart)._data_token  # untouched charts keep theirs
