@@ -36,6 +36,12 @@ async def _ready(app: RlTuiApp, pilot, engine: FakeEngine) -> DashboardScreen:
     return screen
 
 
+def screen_text(app: RlTuiApp) -> str:
+    """What the terminal shows, as plain text."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
+
+
 def _enabled(screen: DashboardScreen, action: str) -> bool | None:
     return screen.check_action(action, ())
 
@@ -165,3 +171,62 @@ async def test_charts_redraw_only_when_their_data_changes():
         screen.pull()
         assert chart._data_token == token + 1
         assert screen.query_one("#chart-1", LineChart)._data_token  # untouched charts keep theirs
+
+
+# ---- picker -------------------------------------------------------------------------------------
+from rltui.screens.picker import PickerScreen  # noqa: E402
+
+
+def _picker_app(tmp_path, started: list) -> RlTuiApp:
+    def factory(preset, saves_root):
+        started.append((preset, saves_root))
+        return FakeEngine(preset.algo, outcome="finish")
+
+    return RlTuiApp(engine_factory=factory, saves_root=tmp_path / "saves")
+
+
+async def test_picker_flow_starts_the_chosen_preset(tmp_path):
+    started: list = []
+    app = _picker_app(tmp_path, started)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        picker = app.screen
+        assert isinstance(picker, PickerScreen)
+        # TRPO presets only after switching the algorithm
+        picker.query_one("#algo").query("RadioButton").last().value = True
+        await pilot.pause()
+        options = picker.query_one("#presets")
+        names = [options.get_option_at_index(i).prompt for i in range(options.option_count)]
+        assert "pendulum-trpo" in names and not any("mpo" in n for n in names)
+        options.highlighted = names.index("pendulum-trpo")
+        await pilot.pause()
+        assert picker.preset.name == "pendulum-trpo"
+        preview = screen_text(app)
+        assert "target_kl" in preview and "Pendulum-v1" in preview
+        options.focus()
+        await pilot.press("enter")
+        await _wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        assert started[0][0].name == "pendulum-trpo" and started[0][1] == tmp_path / "saves"
+
+
+async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nalgo = "mpo"\n[env]\nid = "Pendulum-v1"\n[mpo]\nkl_epsilon = "abc"\n')
+    started: list = []
+    app = _picker_app(tmp_path, started)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        picker = app.screen
+        path_input = picker.query_one("#path")
+        for text in (str(bad), str(tmp_path / "missing.toml")):
+            path_input.value = text
+            path_input.focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert picker.preset is None
+            message = picker.error
+            assert ("kl_epsilon" in message) if text == str(bad) else ("missing.toml" in message)
+            assert "\n" not in message
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert app.screen is picker and started == []

@@ -1,0 +1,229 @@
+"""Preset picker (`rltui` with no arguments): algorithm, preset or file, resolved values, Start.
+
+Presets are previewed without making their environment (fast); Start validates fully
+(including the environment) and hands the preset to `on_start`. Every error lands in the
+preview pane as one line; nothing here raises into the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, OptionList, RadioButton, RadioSet, Static
+from textual.widgets.option_list import Option
+
+from rltui.presets import Preset, PresetError, PresetInfo, list_presets, load_preset, resolve_device
+
+ALGOS = ("mpo", "trpo")
+PresetLoader = Callable[..., Preset]  # (path_or_name, *, check_env: bool) -> Preset
+
+
+def _layers(sizes: tuple[int, ...]) -> str:
+    return "×".join(str(n) for n in sizes) or "linear"
+
+
+def describe_preset(preset: Preset, path: str, device: str) -> Group:
+    """The resolved values shown in the picker's preview pane."""
+    env, train = preset.env, preset.train
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("file", path)
+    table.add_row(
+        "env",
+        f"{env.id} ×{env.num_envs}  obs-norm {'on' if env.normalize_obs else 'off'}"
+        f"  reward-norm {'on' if env.normalize_reward else 'off'}"
+        + (f"  {env.kwargs}" if env.kwargs else ""),
+    )
+    table.add_row("steps", f"{train.total_steps:,}  seed {train.seed}  threads {train.threads}")
+    table.add_row("device", device)
+    table.add_row(
+        "network",
+        f"policy {_layers(preset.network.policy_layer_sizes)}  critic {_layers(preset.network.critic_layer_sizes)}",
+    )
+    if preset.algo == "mpo":
+        table.add_row(
+            "updates",
+            f"batch {train.batch_size}  replay {train.replay_size:,}  after {train.update_after:,}"
+            f"  {train.updates_per_step:g}/step",
+        )
+    else:
+        table.add_row("rollout", f"{train.rollout_steps:,} steps × {env.num_envs} env per update")
+    table.add_row("eval", f"every {preset.eval.interval:,} steps, {preset.eval.episodes} episodes")
+    ck = preset.checkpoint
+    table.add_row("checkpoint", f"every {ck.interval:,} steps, keep {ck.keep}, replay {'yes' if ck.save_replay else 'no'}")
+    agent = Table.grid(padding=(0, 2))
+    agent.add_column(overflow="fold")
+    agent.add_column(no_wrap=True)
+    for key, value in sorted(preset.agent.items()):
+        agent.add_row(key, f"{value:g}" if isinstance(value, float) else str(value))
+    return Group(table, Text(f"\n[{preset.algo}]", style="bold"), agent)
+
+
+class PickerScreen(Screen[None]):
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start", priority=True),
+        Binding("escape", "app.quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        on_start: Callable[[Preset], None],
+        *,
+        lister: Callable[[], list[PresetInfo]] = list_presets,
+        loader: PresetLoader = load_preset,
+        device_resolver: Callable[[str], str] = resolve_device,
+    ) -> None:
+        super().__init__()
+        self._on_start = on_start
+        self._lister = lister
+        self._loader = loader
+        self._resolve_device = device_resolver
+        self._infos: list[PresetInfo] = []
+        self.algo = ALGOS[0]
+        self.path: str | None = None  # what the preview shows, as typed or listed
+        self.preset: Preset | None = None
+        self.error: str | None = None  # the message the preview pane shows instead of a preset
+        self._devices: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("rltui · choose MPO or TRPO, then a preset or a file · Enter starts", id="picker-title")
+        with Horizontal(id="picker-body"):
+            with Vertical(id="picker-left"):
+                with RadioSet(id="algo", compact=True):
+                    yield RadioButton("MPO", value=True)
+                    yield RadioButton("TRPO")
+                yield OptionList(id="presets", compact=True)
+                yield Input(placeholder="or a preset file path (Enter)", id="path", compact=True)
+                yield Button("Start", id="start", variant="primary", compact=True)
+            with VerticalScroll(id="picker-right"):
+                yield Static(id="preview")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        try:
+            self._infos = self._lister()
+        except Exception as error:  # a broken presets folder must not stop the picker
+            self._infos = []
+            self._show_error(f"cannot list presets: {error}")
+        self._fill_list()
+        self.query_one("#presets", OptionList).focus()
+
+    # ---- choosing ---------------------------------------------------------------------------
+    def _fill_list(self) -> None:
+        options = self.query_one("#presets", OptionList)
+        options.clear_options()
+        for info in self._infos:
+            if info.algo == self.algo or info.error:
+                label = info.name if not info.error else f"{info.name} (invalid)"
+                options.add_option(Option(label, id=str(info.path)))
+        if options.option_count:
+            options.highlighted = 0
+        else:
+            self._show_error(f"no {self.algo.upper()} presets found in ./presets or the bundled folder")
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        self.algo = ALGOS[event.index]
+        self._fill_list()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id is not None:
+            self._preview(event.option.id, self._display_path(Path(event.option.id)))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_start()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        if path:
+            self._preview(path, path)
+            if self.preset is not None:
+                self.query_one("#start", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "start":
+            self.action_start()
+
+    @staticmethod
+    def _display_path(path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    # ---- preview ----------------------------------------------------------------------------
+    def _preview(self, path: str, shown: str) -> None:
+        self.path = path
+        try:
+            preset = self._loader(path, check_env=False)
+        except PresetError as error:
+            self.preset = None
+            self._show_error(str(error))
+            return
+        except OSError as error:
+            self.preset = None
+            self._show_error(f"{shown}: {error.strerror or error}")
+            return
+        self.preset = preset
+        self.error = None
+        device = preset.train.device
+        if device in self._devices:
+            device_text = f"{device} → {self._devices[device]}"
+        else:
+            device_text = device
+            self._resolve_in_background(device)
+        title = Text()
+        title.append(preset.name, "bold")
+        title.append(f"  {preset.algo.upper()}\n", "bold cyan")
+        title.append(preset.description + "\n", "italic")
+        self.query_one("#preview", Static).update(Group(title, describe_preset(preset, shown, device_text)))
+
+    @work(thread=True, exclusive=True, group="device")
+    def _resolve_in_background(self, spec: str) -> None:
+        """Resolving "auto" imports torch (a second or two): done off the UI thread."""
+        try:
+            resolved = self._resolve_device(spec)
+        except PresetError as error:
+            resolved = f"invalid: {error}"
+        self.app.call_from_thread(self._device_resolved, spec, resolved)
+
+    def _device_resolved(self, spec: str, resolved: str) -> None:
+        self._devices[spec] = resolved
+        if self.preset is not None and self.preset.train.device == spec and self.path is not None:
+            self._preview(self.path, self._shown_path())
+
+    def _shown_path(self) -> str:
+        assert self.path is not None
+        path = Path(self.path)
+        return self._display_path(path) if path.is_absolute() else self.path
+
+    def _show_error(self, message: str) -> None:
+        self.error = message
+        self.query_one("#preview", Static).update(Text(message, style="bold red"))
+
+    # ---- start ------------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.path is None:
+            self._show_error("choose a preset first")
+            return
+        try:
+            preset = self._loader(self.path, check_env=True)
+        except PresetError as error:
+            self._show_error(str(error))
+            return
+        except OSError as error:
+            self._show_error(f"{self.path}: {error.strerror or error}")
+            return
+        try:
+            self._on_start(preset)
+        except Exception as error:  # e.g. the saves folder is not writable
+            self._show_error(f"could not start the run: {type(error).__name__}: {error}")
