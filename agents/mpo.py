@@ -66,8 +66,8 @@ from agents.common import (
 DUAL_RAW_MIN = -18.0
 DUAL_OFFSET = 1e-8
 ADAM_EPS = 1e-5
-# Rows per chunk in the no-grad critic pass: big enough for efficient matrix products, small
-# enough that the scratch buffers stay in cache-friendly sizes.
+# Rows per chunk of the no-grad critic pass (whole states per chunk): large enough for efficient
+# matrix products, small enough to keep the scratch buffers a few MB.
 INFERENCE_CHUNK_ROWS = 2048
 
 
@@ -126,17 +126,14 @@ class LayerNormMLP(nn.Module):
         self.activate_final = activate_final
         self.out_dim = sizes[-1]
 
-    def _hidden_layers(self, h: torch.Tensor, inplace: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.input_norm(self.input_linear(x)))
         last = len(self.hidden) - 1
         for index, layer in enumerate(self.hidden):
             h = layer(h)
             if index < last or self.activate_final:
-                h = F.elu(h, inplace=inplace)
+                h = F.elu(h)
         return h
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.input_norm(self.input_linear(x)))
-        return self._hidden_layers(h, inplace=False)
 
     @torch.no_grad()
     def forward_into(self, x: torch.Tensor, scratch: "ScratchBuffers") -> torch.Tensor:
@@ -170,7 +167,8 @@ class LayerNormMLP(nn.Module):
 
 
 class ScratchBuffers:
-    """Named tensors reused across calls while their shape, dtype and device stay the same.
+    """Named tensors reused across calls: a request is served by the first rows of a buffer whose
+    other dimensions, dtype and device match, and that has at least as many rows.
 
     Large temporaries allocated afresh on every update cost page faults on CPU (glibc returns
     big blocks to the OS); the no-grad critic pass writes into these instead.
@@ -180,11 +178,18 @@ class ScratchBuffers:
         self._buffers: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        shape = tuple(shape)
         buffer = self._buffers.get(name)
-        if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype or buffer.device != like.device:
+        if (
+            buffer is None
+            or buffer.shape[1:] != shape[1:]
+            or buffer.shape[0] < shape[0]
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
             buffer = torch.empty(shape, dtype=like.dtype, device=like.device)
             self._buffers[name] = buffer
-        return buffer
+        return buffer[: shape[0]]
 
 
 class SmallInitLinear(nn.Linear):

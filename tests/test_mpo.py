@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from agents import mpo
 from agents.mpo import (
     DUAL_RAW_MIN,
     Critic,
@@ -131,6 +132,16 @@ def test_critic_sampled_pass_matches_forward_and_clips_actions() -> None:
     torch.testing.assert_close(critic.forward_sampled(obs, actions), expected, rtol=1e-5, atol=1e-6)
     clipped = critic(obs, actions[:, 0].clamp(-0.5, 0.5))
     torch.testing.assert_close(critic(obs, actions[:, 0]), clipped)
+
+
+def test_critic_sampled_pass_in_uneven_chunks_reuses_its_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mpo, "INFERENCE_CHUNK_ROWS", 15)  # 2 states of 7 actions per chunk
+    torch.manual_seed(0)
+    critic = Critic(4, 3, (16, 8), np.full(3, -1.0), np.full(3, 1.0))
+    for batch in (5, 3, 6):
+        obs, actions = torch.randn(batch, 4), torch.randn(batch, 7, 3)
+        expected = critic(obs.unsqueeze(1).expand(batch, 7, 4), actions).squeeze(-1)
+        torch.testing.assert_close(critic.forward_sampled(obs, actions), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_policy_forward_sanitises_and_samples_inside_bounds() -> None:
