@@ -89,9 +89,11 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
                 "Line search",
                 (SeriesSpec("policy/line_search_frac", "frac"), SeriesSpec("policy/step_norm", "|step|", "second")),
             ),
+            # Log scale so the explained variance (<= 1) stays readable beside the value loss.
             ChartSpec(
                 "Value",
                 (SeriesSpec("loss/value", "loss", band=True), SeriesSpec("value/explained_variance", "EV", "second")),
+                log_y=True,
             ),
         ]
     return [returns]
