@@ -230,3 +230,114 @@ async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
             await pilot.press("ctrl+s")
             await pilot.pause()
             assert app.screen is picker and started == []
+
+
+# ---- the real engine on tiny Pendulum runs ------------------------------------------------------
+TINY = {
+    "mpo": """
+name = "ui-tiny-mpo"
+description = "tiny MPO for UI tests"
+algo = "mpo"
+[env]
+id = "Pendulum-v1"
+[train]
+total_steps = {steps}
+device = "cpu"
+replay_size = 5000
+update_after = 100
+batch_size = 32
+updates_per_step = 0.5
+[network]
+policy_layer_sizes = [16, 16]
+critic_layer_sizes = [16, 16]
+[mpo]
+action_samples = 4
+[eval]
+interval = 2000
+episodes = 1
+[checkpoint]
+interval = 0
+save_replay = false
+""",
+    "trpo": """
+name = "ui-tiny-trpo"
+description = "tiny TRPO for UI tests"
+algo = "trpo"
+[env]
+id = "Pendulum-v1"
+num_envs = 2
+[train]
+total_steps = {steps}
+device = "cpu"
+rollout_steps = 50
+[network]
+policy_layer_sizes = [16, 16]
+critic_layer_sizes = [16, 16]
+[trpo]
+value_epochs = 2
+value_minibatch_size = 32
+[eval]
+interval = 200
+episodes = 1
+[checkpoint]
+interval = 0
+""",
+}
+
+
+def _real_engine(algo: str, steps: int, saves_root):
+    from rltui.engine import Engine, create_run_dir
+    from rltui.presets import preset_from_toml_text
+
+    preset = preset_from_toml_text(TINY[algo].replace("{steps}", str(steps)), f"<ui-tiny-{algo}>")
+    return Engine(preset, create_run_dir(preset, saves_root))
+
+
+def _checkpoints(run_dir) -> list[str]:
+    folder = run_dir / "checkpoints"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+async def test_every_key_against_the_real_engine(tmp_path):
+    engine = _real_engine("mpo", 1_000_000, tmp_path)
+    app = RlTuiApp(engine=engine, refresh_hz=10.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await _wait_for(pilot, lambda: engine.state is RunState.RUNNING and engine.step > 150, timeout=20)
+        await pilot.press("p")
+        await _wait_for(pilot, lambda: engine.state is RunState.PAUSED)
+        paused_at = engine.step
+        await pilot.pause(0.3)
+        assert engine.step == paused_at
+        await pilot.press("space")
+        await _wait_for(pilot, lambda: engine.state is RunState.RUNNING)
+        await pilot.press("c")
+        await _wait_for(pilot, lambda: app.history.status().last_checkpoint is not None)
+        await pilot.press("e")
+        await _wait_for(pilot, lambda: engine.state is RunState.EVALUATING)
+        await pilot.press("e")
+        await _wait_for(pilot, lambda: engine.state is RunState.RUNNING)
+        await pilot.press("s", "l", "2", "2", "question_mark", "escape")
+        await _wait_for(pilot, lambda: screen.charts()[3]._data.get("loss/q") is not None)
+        start = time.monotonic()
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running, timeout=5.0)
+    assert time.monotonic() - start < 5.0
+    assert engine.state is RunState.FINISHED
+    assert len(_checkpoints(engine.run_dir)) >= 2  # the one asked for with `c`, and the final one
+
+
+async def test_real_trpo_run_finishes_and_fills_the_charts(tmp_path):
+    engine = _real_engine("trpo", 400, tmp_path)
+    app = RlTuiApp(engine=engine, refresh_hz=10.0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: app.history.status().state is RunState.FINISHED, timeout=40)
+        screen = app.screen
+        screen.pull()
+        await pilot.pause()
+        assert screen.check_action("toggle_pause", ()) is None
+        assert app.history.series("policy/kl") is not None
+        assert app.history.series("eval/return_mean") is not None
+        assert "FINISHED" in screen.query_one(StatusBar).render().plain
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running)
