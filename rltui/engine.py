@@ -1,0 +1,710 @@
+"""The training engine: one interface, an MPO loop and a TRPO loop, run on a thread.
+
+    engine = Engine(preset, create_run_dir(preset, Path("saves")))
+    engine.subscribe(print)          # called on the engine thread with every rltui.events.Event
+    thread = engine.start()          # or engine.run() to block
+    engine.pause(); engine.resume(); engine.request_checkpoint(); engine.request_evaluation(5)
+    engine.set_eval_mode(True); engine.set_eval_mode(False); engine.stop()
+
+Controls are queued (thread-safe) and applied between env steps and between updates, so they take
+effect within a second except during a single long TRPO update. Evaluation mode pauses training and
+runs deterministic episodes one after another, one EvalResult per episode, until switched off.
+
+MPO: act on the normalised observation -> step the envs -> store the raw transition; once
+`update_after` env steps are done, `updates_per_step` updates per env step (fractions accumulate as
+credit), each on a batch sampled from replay (sequences of `retrace_steps` when `use_retrace`) and
+normalised with the current observation statistics.
+TRPO: rollouts of `rollout_steps` per env with values and log-probs from `agent.act`, GAE through
+`agents.trpo.compute_gae` bootstrapping truncated episodes from V(final observation), one update.
+
+Every exception inside the loop becomes an ErrorRaised event and the FAILED state; a subscriber that
+raises is reported once (WarningRaised) and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import queue
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rltui import checkpoint as ckpt
+from rltui.envs import (
+    EnvSpec,
+    ObsNormalizer,
+    Policy,
+    RewardNormalizer,
+    TrainingEnvs,
+    eval_seeds,
+    make_env,
+    run_episode,
+)
+from rltui.events import (
+    CheckpointSaved,
+    EpisodeFinished,
+    ErrorRaised,
+    EvalResult,
+    Event,
+    RunStarted,
+    RunState,
+    StateChanged,
+    UpdateMetrics,
+    WarningRaised,
+)
+from rltui.presets import Preset, preset_to_toml, resolve_device
+from rltui.replay import ReplayBuffer, ReplayError
+from rltui.runlog import LOG_NAME, RunLogWriter
+
+log = logging.getLogger(__name__)
+
+METRICS_INTERVAL_S = 0.5
+STREAM_FIRST_INDEX = 500_000  # evaluation-mode episodes use seeds apart from interval evaluations
+RESUME_SEED_OFFSET = 2**32  # training envs re-seeded on resume: seed + offset + env steps
+PRESET_FILE = "preset.toml"
+
+
+class _Stop(Exception):
+    """Unwinds the loop when stop() was requested."""
+
+
+@dataclass
+class Counters:
+    env_steps: int = 0
+    episodes: int = 0
+    updates: int = 0
+    skipped_updates: int = 0
+    update_credit: float = 0.0
+    stream_episodes: int = 0
+    warmup_until: int = 0  # no updates before this env step (set when resuming without replay)
+
+
+def build_agent(preset: Preset, spec: EnvSpec, device: torch.device) -> Any:
+    """MPOAgent or TRPOAgent for `spec`, with the preset's [network] and [mpo]/[trpo] settings."""
+    agent_class = _agent_class(preset.algo)
+    return agent_class(
+        obs_dim=spec.obs_dim,
+        act_dim=spec.act_dim,
+        action_low=spec.action_low,
+        action_high=spec.action_high,
+        device=device,
+        policy_layer_sizes=tuple(preset.network.policy_layer_sizes),
+        critic_layer_sizes=tuple(preset.network.critic_layer_sizes),
+        **preset.agent,
+    )
+
+
+def _agent_class(algo: str) -> type:
+    if algo == "mpo":
+        from agents.mpo import MPOAgent
+
+        return MPOAgent
+    if algo == "trpo":
+        from agents.trpo import TRPOAgent
+
+        return TRPOAgent
+    raise ValueError(f"unknown algo {algo!r}")
+
+
+def agent_setting(preset: Preset, name: str) -> Any:
+    """A [mpo]/[trpo] value from the preset, else the agent's default."""
+    if name in preset.agent:
+        return preset.agent[name]
+    return inspect.signature(_agent_class(preset.algo).__init__).parameters[name].default
+
+
+def make_policy(agent: Any, algo: str, spec: EnvSpec, device: torch.device, deterministic: bool) -> Policy:
+    """Normalised observation (O,) -> action for the environment (D,), clipped to the bounds."""
+    if algo == "mpo":
+        def mpo_policy(obs: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return np.asarray(agent.act(obs, deterministic=deterministic), dtype=np.float32).reshape(spec.act_dim)
+
+        return mpo_policy
+
+    def trpo_policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            action, _, _ = agent.act(torch.as_tensor(obs[None], device=device), deterministic=deterministic)
+        return np.clip(action[0].cpu().numpy(), spec.action_low, spec.action_high)
+
+    return trpo_policy
+
+
+def create_run_dir(preset: Preset, saves_root: Path) -> Path:
+    """saves_root/<name>-<YYYYmmdd-HHMMSS>/ (suffixed -2, -3... if taken), holding preset.toml."""
+    saves_root = Path(saves_root)
+    saves_root.mkdir(parents=True, exist_ok=True)
+    stem = f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, n = saves_root / stem, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = saves_root / f"{stem}-{n}"
+    write_preset(run_dir, preset)
+    return run_dir
+
+
+def write_preset(run_dir: Path, preset: Preset) -> None:
+    temp = run_dir / f".{PRESET_FILE}.tmp"
+    temp.write_text(preset_to_toml(preset))
+    temp.replace(run_dir / PRESET_FILE)
+
+
+class _MetricsWindow:
+    """Averages update metrics between UpdateMetrics events; tracks step and update rates."""
+
+    def __init__(self, step: int) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.updates = 0
+        self.episode_returns: list[float] = []
+        self.restart(step)
+
+    def restart(self, step: int) -> None:
+        self.started = time.monotonic()
+        self.start_step = step
+        self.start_updates = self.updates
+
+    def add(self, metrics: dict[str, float]) -> None:
+        self.updates += 1
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def due(self) -> bool:
+        return time.monotonic() - self.started >= METRICS_INTERVAL_S
+
+    def take(self, step: int, skipped_total: int) -> UpdateMetrics:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        metrics = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        if self.episode_returns:
+            metrics["env/episode_return"] = float(np.mean(self.episode_returns))
+        metrics["perf/steps_per_s"] = (step - self.start_step) / elapsed
+        metrics["perf/updates_per_s"] = (self.updates - self.start_updates) / elapsed
+        metrics["train/skipped_updates"] = float(skipped_total)
+        metrics["env/steps"] = float(step)
+        event = UpdateMetrics(step=step, updates=self.updates, metrics=metrics)
+        self.sums, self.counts, self.updates, self.episode_returns = {}, {}, 0, []
+        self.restart(step)
+        return event
+
+
+class Engine:
+    def __init__(self, preset: Preset, run_dir: Path, *, resume: bool = False) -> None:
+        """Build envs, agent and buffers; with `resume`, restore the run's latest checkpoint.
+
+        Raises EnvError (environment), CheckpointError (resume) or ValueError (agent settings).
+        """
+        self.preset = preset
+        self.run_dir = Path(run_dir)
+        self.algo = preset.algo
+        self.total_steps = preset.train.total_steps
+        self.state = RunState.STARTING
+        self.device = torch.device(resolve_device(preset.train.device))
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._failed_subscribers: set[int] = set()
+        self._commands: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._started = False
+        self._paused = False
+        self._eval_mode = False
+        self._stop_requested = False
+        self._final_checkpoint = True
+        self._checkpoint_requested = False
+        self._eval_requests: list[int] = []
+        self._notes: list[str] = []  # warnings found before run() (e.g. while resuming)
+
+        torch.set_num_threads(preset.train.threads)
+        seed = preset.train.seed
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        self._sampler = np.random.default_rng(seed)
+
+        self._envs = TrainingEnvs(preset.env, seed)
+        self.spec = self._envs.spec
+        self.agent = build_agent(preset, self.spec, self.device)
+        self.obs_normalizer = ObsNormalizer(self.spec.obs_dim, preset.env.normalize_obs, preset.env.clip_obs)
+        self.reward_normalizer = (
+            RewardNormalizer(self._envs.num_envs, agent_setting(preset, "gamma"))
+            if self.algo == "trpo" and preset.env.normalize_reward
+            else None
+        )
+        self.replay = (
+            ReplayBuffer(preset.train.replay_size, self._envs.num_envs, self.spec.obs_dim, self.spec.act_dim)
+            if self.algo == "mpo"
+            else None
+        )
+        self.counters = Counters()
+        self._eval_env: gym.Env | None = None
+        self._stream_env: gym.Env | None = None
+        self._last_eval_step = -1
+        self._last_saved: tuple[int, int] | None = None
+        self._reset_seed = seed
+        if resume:
+            self._restore()
+        write_preset(self.run_dir, preset)
+        self._window = _MetricsWindow(self.step)
+
+    @property
+    def step(self) -> int:
+        return self.counters.env_steps
+
+    # ------------------------------------------------------------------ subscribers and controls
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._subscribers.append(callback)
+
+    def pause(self) -> None:
+        self._commands.put(("pause", None))
+
+    def resume(self) -> None:
+        self._commands.put(("resume", None))
+
+    def request_checkpoint(self) -> None:
+        self._commands.put(("checkpoint", None))
+
+    def request_evaluation(self, episodes: int | None = None) -> None:
+        self._commands.put(("evaluate", episodes))
+
+    def set_eval_mode(self, on: bool) -> None:
+        self._commands.put(("eval_mode", bool(on)))
+
+    def stop(self, final_checkpoint: bool = True) -> None:
+        self._commands.put(("stop", final_checkpoint))
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="rltui-engine", daemon=True)
+        thread.start()
+        return thread
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Train until total_steps, stop() or an error. Never raises for errors inside the loop."""
+        if self._started:
+            raise RuntimeError("Engine.run() can only be called once")
+        self._started = True
+        writer = RunLogWriter(self.run_dir / LOG_NAME)
+        self._subscribers.insert(0, writer)
+        try:
+            self._emit(RunStarted(
+                step=self.step, name=self.preset.name, algo=self.algo, env_id=self.preset.env.id,
+                device=str(self.device), total_steps=self.total_steps, run_dir=str(self.run_dir),
+                resumed=self._last_saved is not None,
+            ))
+            for note in self._notes:
+                self._warn(note)
+            self._set_state(RunState.RUNNING)
+            self._obs = self._envs.reset(seed=self._reset_seed)
+            self.obs_normalizer.update(self._obs)
+            self._window.restart(self.step)
+            stopped = False
+            try:
+                if self.algo == "mpo":
+                    self._train_mpo()
+                else:
+                    self._train_trpo()
+            except _Stop:
+                stopped = True
+            self._finish(stopped)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self._emit(ErrorRaised(step=self.step, message=message, traceback=traceback.format_exc()))
+            self._set_state(RunState.FAILED, message)
+        finally:
+            for env in (self._envs, self._eval_env, self._stream_env):
+                if env is not None:
+                    env.close()
+            self._subscribers.remove(writer)
+            writer.close()
+
+    def _train_mpo(self) -> None:
+        assert self.replay is not None
+        train = self.preset.train
+        use_retrace = bool(agent_setting(self.preset, "use_retrace"))
+        retrace_steps = int(agent_setting(self.preset, "retrace_steps"))
+        n = self._envs.num_envs
+        while self.step < self.total_steps:
+            self._service()
+            obs = self._obs
+            a_exec, a_raw, log_prob = self.agent.act_with_logp(self.obs_normalizer.normalize(obs), deterministic=False)
+            a_exec = np.asarray(a_exec, dtype=np.float32).reshape(n, self.spec.act_dim)
+            result = self._envs.step(a_exec)
+            self.replay.add(
+                obs=obs,
+                actions_exec=a_exec,
+                actions_raw=np.asarray(a_raw, dtype=np.float32).reshape(n, self.spec.act_dim),
+                rewards=result.rewards,
+                next_obs=result.final_obs,
+                terminated=result.terminated,
+                dones=result.dones,
+                behaviour_log_probs=np.asarray(log_prob, dtype=np.float32).reshape(n),
+            )
+            self._after_env_step(result.obs, result.finished)
+            if self.step < max(train.update_after, self.counters.warmup_until):
+                continue
+            if use_retrace and not self.replay.can_sample_sequences(retrace_steps):
+                continue
+            self.counters.update_credit += train.updates_per_step * n
+            while self.counters.update_credit >= 1.0:
+                self._service()
+                if use_retrace:
+                    batch = self.replay.sample_sequences(train.batch_size, retrace_steps, self._sampler)
+                else:
+                    batch = self.replay.sample(train.batch_size, self._sampler)
+                batch["obs"] = self.obs_normalizer.normalize(batch["obs"])
+                batch["next_obs"] = self.obs_normalizer.normalize(batch["next_obs"])
+                self._record_update(self.agent.update(batch))
+                self.counters.update_credit -= 1.0
+            self._periodic()
+
+    def _train_trpo(self) -> None:
+        from agents.trpo import compute_gae
+
+        n, horizon = self._envs.num_envs, self.preset.train.rollout_steps
+        obs_dim, act_dim = self.spec.obs_dim, self.spec.act_dim
+        gamma = agent_setting(self.preset, "gamma")
+        gae_lambda = agent_setting(self.preset, "gae_lambda")
+        obs_buf = np.zeros((horizon, n, obs_dim), dtype=np.float32)
+        act_buf = np.zeros((horizon, n, act_dim), dtype=np.float32)
+        logp_buf, value_buf, reward_buf, final_value_buf = (np.zeros((horizon, n), dtype=np.float32) for _ in range(4))
+        term_buf, trunc_buf = np.zeros((horizon, n), dtype=bool), np.zeros((horizon, n), dtype=bool)
+        while self.step < self.total_steps:
+            length = 0
+            for t in range(horizon):
+                self._service()
+                obs_norm = self.obs_normalizer.normalize(self._obs)
+                with torch.no_grad():
+                    action, log_prob, value = self.agent.act(torch.as_tensor(obs_norm, device=self.device))
+                action = action.cpu().numpy()
+                result = self._envs.step(np.clip(action, self.spec.action_low, self.spec.action_high))
+                rewards = result.rewards
+                if self.reward_normalizer is not None:
+                    rewards = self.reward_normalizer(rewards, result.dones)
+                obs_buf[t], act_buf[t], reward_buf[t] = obs_norm, action, rewards
+                logp_buf[t], value_buf[t] = log_prob.reshape(n).cpu().numpy(), value.reshape(n).cpu().numpy()
+                term_buf[t], trunc_buf[t] = result.terminated, result.truncated & ~result.terminated
+                if trunc_buf[t].any():
+                    final_value_buf[t] = self._values(self.obs_normalizer.normalize(result.final_obs))
+                self._after_env_step(result.obs, result.finished)
+                length = t + 1
+                if self.step >= self.total_steps:
+                    break
+            self._service()
+            next_values = np.empty((length, n), dtype=np.float32)
+            next_values[:-1] = value_buf[1:length]
+            next_values[-1] = self._values(self.obs_normalizer.normalize(self._obs))
+            truncated = trunc_buf[:length]
+            next_values[truncated] = final_value_buf[:length][truncated]
+            advantages, returns = compute_gae(
+                reward_buf[:length], value_buf[:length], next_values, term_buf[:length],
+                term_buf[:length] | truncated, gamma, gae_lambda,
+            )
+            batch = {
+                "obs": obs_buf[:length].reshape(-1, obs_dim),
+                "actions": act_buf[:length].reshape(-1, act_dim),
+                "log_probs": logp_buf[:length].reshape(-1),
+                "returns": returns.reshape(-1),
+                "advantages": advantages.reshape(-1),
+            }
+            self._record_update(self.agent.update({k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}))
+            self._periodic()
+
+    def _values(self, obs_norm: np.ndarray) -> np.ndarray:
+        """V(s) for normalised observations (n,O) -> (n,)."""
+        with torch.no_grad():
+            _, _, value = self.agent.act(torch.as_tensor(obs_norm, device=self.device), deterministic=True)
+        return value.reshape(-1).cpu().numpy()
+
+    def _after_env_step(self, next_obs: np.ndarray, finished: list[tuple[int, float, int]]) -> None:
+        previous = self.step
+        self.counters.env_steps += self._envs.num_envs
+        self._obs = next_obs
+        self.obs_normalizer.update(next_obs)
+        for _, episode_return, episode_length in finished:
+            self.counters.episodes += 1
+            self._window.episode_returns.append(episode_return)
+            self._emit(EpisodeFinished(step=self.step, episode_return=episode_return, episode_length=episode_length))
+        if _crossed(previous, self.step, self.preset.eval.interval) and self.preset.eval.episodes > 0:
+            self._eval_requests.append(self.preset.eval.episodes)
+        if _crossed(previous, self.step, self.preset.checkpoint.interval):
+            self._checkpoint_requested = True
+        self._periodic()
+
+    def _periodic(self) -> None:
+        if self._window.due():
+            self._emit(self._window.take(self.step, self.counters.skipped_updates))
+
+    def _record_update(self, metrics: dict[str, float] | None) -> None:
+        if metrics is None:
+            self.counters.skipped_updates += 1
+            skipped = self.counters.skipped_updates
+            if skipped & (skipped - 1) == 0:  # 1, 2, 4, 8...: visible without flooding
+                self._warn(f"skipped {skipped} update(s) with non-finite values so far")
+            return
+        self.counters.updates += 1
+        self._window.add(metrics)
+
+    def _finish(self, stopped: bool) -> None:
+        self._emit(self._window.take(self.step, self.counters.skipped_updates))
+        message = f"stopped at step {self.step}" if stopped else f"finished {self.step} steps"
+        if not stopped and self.preset.eval.interval > 0 and self._last_eval_step != self.step:
+            try:
+                self._evaluate(self.preset.eval.episodes)
+            except _Stop:
+                stopped, message = True, f"stopped at step {self.step} (final evaluation cut short)"
+        if not stopped or self._final_checkpoint:
+            self._save_checkpoint()
+        self._set_state(RunState.FINISHED, message)
+
+    # ------------------------------------------------------------------ controls, between iterations
+
+    def _drain(self, timeout: float | None = None) -> None:
+        """Apply queued commands; with `timeout`, wait up to that long for the first one."""
+        try:
+            command = self._commands.get(timeout=timeout) if timeout else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            name, arg = command
+            if name == "pause":
+                self._paused = True
+            elif name == "resume":
+                self._paused = False
+            elif name == "checkpoint":
+                self._checkpoint_requested = True
+            elif name == "evaluate":
+                self._eval_requests.append(arg if arg is not None else self.preset.eval.episodes)
+            elif name == "eval_mode":
+                self._eval_mode = arg
+            elif name == "stop":
+                self._stop_requested, self._final_checkpoint = True, arg
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _service(self) -> None:
+        """Apply controls: checkpoints, evaluations, evaluation mode and pause block training here."""
+        waited = False
+        while True:
+            self._drain()
+            if self._stop_requested:
+                raise _Stop
+            if self._checkpoint_requested:
+                self._save_checkpoint()
+                waited = True
+            elif self._eval_requests:
+                self._evaluate(self._eval_requests.pop(0))
+                waited = True
+            elif self._eval_mode:
+                self._stream_evaluation()
+                waited = True
+            elif self._paused:
+                self._set_state(RunState.PAUSED)
+                self._drain(timeout=0.2)
+                waited = True
+            else:
+                self._set_state(RunState.RUNNING)
+                if waited:
+                    self._window.restart(self.step)
+                return
+
+    def _eval_checkpoint(self, paused_at_start: bool) -> None:
+        """Controls during an evaluation episode: stop, checkpoint, evaluation mode, and a pause that
+        arrived during the evaluation (blocks; an evaluation requested while paused runs through)."""
+        self._drain()
+        while True:
+            if self._stop_requested:
+                raise _Stop
+            if self._checkpoint_requested:
+                self._save_checkpoint()
+            if self._eval_mode and self.state != RunState.EVALUATING:
+                previous = self.state
+                self._stream_evaluation()
+                self._set_state(previous)
+            if not self._paused or paused_at_start or self._eval_mode:
+                return
+            self._set_state(RunState.PAUSED)
+            self._drain(timeout=0.2)
+
+    def _evaluate(self, episodes: int) -> None:
+        """`episodes` deterministic episodes (same seeds every time, so results compare) -> EvalResult."""
+        if self._eval_env is None:
+            self._eval_env = make_env(self.preset.env)
+        policy = make_policy(self.agent, self.algo, self.spec, self.device, deterministic=True)
+        paused_at_start = self._paused
+
+        def keep_going() -> bool:
+            self._eval_checkpoint(paused_at_start)
+            return False
+
+        results = []
+        for seed in eval_seeds(self.preset.train.seed, 0, episodes):
+            outcome = run_episode(self._eval_env, policy, self.obs_normalizer, seed, keep_going)
+            assert outcome is not None
+            results.append(outcome)
+        returns = [r for r, _ in results]
+        self._last_eval_step = self.step
+        self._emit(EvalResult(
+            step=self.step, return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
+            length_mean=float(np.mean([n for _, n in results])), episodes=len(results), returns=tuple(returns),
+        ))
+
+    def _stream_evaluation(self) -> None:
+        """Evaluation mode: deterministic episodes, one EvalResult each, until switched off."""
+        self._set_state(RunState.EVALUATING)
+        if self._stream_env is None:
+            self._stream_env = make_env(self.preset.env)
+        policy = make_policy(self.agent, self.algo, self.spec, self.device, deterministic=True)
+
+        def switched_off() -> bool:
+            self._drain()
+            if self._stop_requested:
+                raise _Stop
+            if self._checkpoint_requested:
+                self._save_checkpoint()
+            return not self._eval_mode
+
+        while self._eval_mode:
+            index = STREAM_FIRST_INDEX + self.counters.stream_episodes
+            seed = eval_seeds(self.preset.train.seed, index, 1)[0]
+            outcome = run_episode(self._stream_env, policy, self.obs_normalizer, seed, switched_off)
+            if outcome is None:
+                break
+            self.counters.stream_episodes += 1
+            self._emit(EvalResult(
+                step=self.step, return_mean=outcome[0], return_std=0.0, length_mean=float(outcome[1]),
+                episodes=1, returns=(outcome[0],),
+            ))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self) -> None:
+        self._checkpoint_requested = False
+        key = (self.step, self.counters.updates + self.counters.skipped_updates)
+        path = ckpt.checkpoints_dir(self.run_dir) / f"step-{self.step}"
+        if key != self._last_saved or not path.is_dir():
+            save_replay = self.replay is not None and self.preset.checkpoint.save_replay
+            path = ckpt.save_checkpoint(
+                self.run_dir, self.step, self.agent.state_dict(), self._engine_state(),
+                preset_to_toml(self.preset), self.replay if save_replay else None, self.preset.checkpoint.keep,
+            )
+            self._last_saved = key
+        self._emit(CheckpointSaved(step=self.step, path=str(path)))
+
+    def _engine_state(self) -> dict[str, Any]:
+        legacy = np.random.get_state()
+        py_version, py_state, py_gauss = random.getstate()
+        return {
+            "algo": self.algo,
+            "env_id": self.preset.env.id,
+            "obs_dim": self.spec.obs_dim,
+            "act_dim": self.spec.act_dim,
+            "num_envs": self._envs.num_envs,
+            "counters": dict(vars(self.counters)),
+            "obs_normalizer": self.obs_normalizer.state_dict(),
+            "reward_normalizer": None if self.reward_normalizer is None else self.reward_normalizer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": {"keys": torch.from_numpy(legacy[1].astype(np.int64)), "pos": int(legacy[2]),
+                          "has_gauss": int(legacy[3]), "cached_gaussian": float(legacy[4])},
+                "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+                "sampler": self._sampler.bit_generator.state,
+            },
+        }
+
+    def _restore(self) -> None:
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoints to resume from")
+        checkpoint = ckpt.load_checkpoint(path)
+        state = checkpoint.engine_state
+        try:
+            found = (state["algo"], state["env_id"], state["obs_dim"], state["act_dim"], state["num_envs"])
+            wanted = (self.algo, self.preset.env.id, self.spec.obs_dim, self.spec.act_dim, self._envs.num_envs)
+            if found != wanted:
+                raise ckpt.CheckpointError(
+                    f"{path}: checkpoint is for (algo, env, obs, act, num_envs) = {found}, the preset gives {wanted}"
+                )
+            self.agent.load_state_dict(checkpoint.agent_state)
+            self.counters = Counters(**state["counters"])
+            self.obs_normalizer.load_state_dict(state["obs_normalizer"])
+            if self.reward_normalizer is not None and state["reward_normalizer"] is not None:
+                self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+            self._restore_rng(state["rng"])
+        except ckpt.CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ckpt.CheckpointError(f"{path}: does not fit this preset ({type(exc).__name__}: {first})") from None
+        if self.replay is not None:
+            if checkpoint.replay_path is not None:
+                try:
+                    self.replay.load(checkpoint.replay_path)
+                except ReplayError as exc:
+                    raise ckpt.CheckpointError(str(exc)) from None
+            else:
+                self.counters.warmup_until = self.step + self.preset.train.update_after
+                self._notes.append(
+                    f"checkpoint {path.name} holds no replay buffer: refilling {self.preset.train.update_after} "
+                    "steps before updating again"
+                )
+        self._reset_seed = self.preset.train.seed + RESUME_SEED_OFFSET + self.step
+        self._last_saved = (self.step, self.counters.updates + self.counters.skipped_updates)
+
+    def _restore_rng(self, rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng["torch_cuda"]:
+            torch.cuda.set_rng_state_all(rng["torch_cuda"])
+        legacy = rng["numpy"]
+        np.random.set_state(("MT19937", legacy["keys"].numpy().astype(np.uint32), legacy["pos"],
+                             legacy["has_gauss"], legacy["cached_gaussian"]))
+        python = rng["python"]
+        random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+        self._sampler.bit_generator.state = rng["sampler"]
+
+    # ------------------------------------------------------------------ events
+
+    def _set_state(self, state: RunState, message: str = "") -> None:
+        if state == self.state and not message:
+            return
+        self.state = state
+        self._emit(StateChanged(step=self.step, state=state, message=message))
+
+    def _warn(self, message: str) -> None:
+        self._emit(WarningRaised(step=self.step, message=message))
+
+    def _emit(self, event: Event) -> None:
+        broken = []
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception as exc:
+                if id(callback) not in self._failed_subscribers:
+                    self._failed_subscribers.add(id(callback))
+                    broken.append(f"{getattr(callback, '__qualname__', type(callback).__name__)}: "
+                                  f"{type(exc).__name__}: {exc}")
+        for text in broken:
+            log.warning("event subscriber raised %s; its further errors are ignored", text)
+            self._warn(f"an event subscriber raised ({text}); its further errors are ignored")
+
+
+def _crossed(previous: int, current: int, interval: int) -> bool:
+    """True when a multiple of `interval` lies in (previous, current]."""
+    return interval > 0 and current // interval > previous // interval
