@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
+from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -242,7 +244,9 @@ class LineChart(Widget, can_focus=True):
         self.log_y = spec.log_y if spec else False
         self._data: dict[str, SeriesSnapshot | None] = {}
         self._data_token = 0
-        self._cache_key: tuple | None = None
+        self._cache_key: int | None = None
+        self._base: Style | None = None
+        self._size = Size(0, 0)
         self._strips: list[Strip] = []
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -275,29 +279,41 @@ class LineChart(Widget, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._cache_key = None
+        self._base = None
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._size = event.size
+        self._cache_key = None
 
     def on_focus(self) -> None:
+        self._cache_key = None
         self.refresh()
 
     def on_blur(self) -> None:
+        self._cache_key = None
         self.refresh()
 
     # ---- drawing ----------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
-        width, height = self.size
-        key = (self._data_token, width, height, self.has_focus)
-        if key != self._cache_key:
-            self._strips = self._build(width, height)
-            self._cache_key = key
-        return self._strips[y] if y < len(self._strips) else Strip.blank(width, self.rich_style)
+        # Called for every line of every frame, so the check must stay cheap: self.size and
+        # rich_style can cost milliseconds (the size comes from Resize events instead).
+        # Resize, focus and style changes clear the key; new data or options change the token.
+        if self._cache_key != self._data_token:
+            self._strips = self._build(*self._size)
+            self._cache_key = self._data_token
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(self._size.width, self._base or Style())
 
     def _style(self, name: str) -> Style:
-        return self.rich_style + self.get_component_rich_style(f"line-chart--{name}", partial=True)
+        return self._base + self.get_component_rich_style(f"line-chart--{name}", partial=True)
 
     def _build(self, width: int, height: int) -> list[Strip]:
         if width <= 0 or height <= 0:
             return []
-        base = self.rich_style
+        if self._base is None:  # rich_style walks the ancestors: costly, so kept until styles change
+            self._base = self.rich_style
+        base = self._base
         spec = self.spec
         if spec is None:
             return [Strip.blank(width, base)] * height
@@ -329,7 +345,8 @@ class LineChart(Widget, can_focus=True):
                 n = len(list(group))
                 segments.append(Segment(chars[col : col + n], styles.get(layer, base)))
                 col += n
-            strips.append(Strip(segments).adjust_cell_length(width, base))
+            # Every cell is one column wide: the length is known, no need to measure the text.
+            strips.append(Strip(segments, gutter + 1 + plot_cols).adjust_cell_length(width, base))
         return strips
 
     def _title(self, width: int) -> Strip:
@@ -342,12 +359,12 @@ class LineChart(Widget, can_focus=True):
         lasts = {s.name: snap.last for s in spec.series if (snap := self._data.get(s.name)) is not None}
         series = [
             [Segment(f" {_MARKS[s.role]}", self._style(s.role)),
-             Segment(f"{s.label} {format_value(lasts[s.name])}", self.rich_style)]
+             Segment(f"{s.label} {format_value(lasts[s.name])}", self._base)]
             for s in spec.series if s.name in lasts
         ]
         refs = [
             [Segment(f" {_MARKS['ref']}", self._style("ref")),
-             Segment(f"{ref.label} {format_value(ref.value)}", self.rich_style)]
+             Segment(f"{ref.label} {format_value(ref.value)}", self._base)]
             for ref in spec.references
         ]
         flags = []
@@ -361,4 +378,4 @@ class LineChart(Widget, can_focus=True):
             segments = head + [seg for part in parts for seg in part]
             if sum(seg.cell_length for seg in segments) <= width:
                 break
-        return Strip(segments).adjust_cell_length(width, self.rich_style)
+        return Strip(segments).adjust_cell_length(width, self._base)
