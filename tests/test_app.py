@@ -16,7 +16,7 @@ from rltui.widgets.inspect_chart import InspectChart
 from rltui.widgets.line_chart import LineChart
 from rltui.widgets.status_bar import StatusBar
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 
 async def _wait_for(pilot, predicate, timeout: float = 10.0) -> None:
@@ -46,6 +46,7 @@ def _enabled(screen: DashboardScreen, action: str) -> bool | None:
     return screen.check_action(action, ())
 
 
+@pytest.mark.asyncio
 async def test_control_keys_reach_the_engine():
     engine = FakeEngine("mpo")
     app = RlTuiApp(engine=engine, clock=lambda: T0 + 20)
@@ -68,6 +69,7 @@ async def test_control_keys_reach_the_engine():
         ]
 
 
+@pytest.mark.asyncio
 async def test_view_keys_smoothing_log_maximise_help():
     engine = FakeEngine("trpo")
     app = RlTuiApp(engine=engine, clock=lambda: T0 + 20)
@@ -97,6 +99,7 @@ async def test_view_keys_smoothing_log_maximise_help():
         assert engine.commands == []
 
 
+@pytest.mark.asyncio
 async def test_log_key_is_greyed_out_without_a_focused_chart():
     engine = FakeEngine("mpo")
     app = RlTuiApp(engine=engine)
@@ -107,6 +110,7 @@ async def test_log_key_is_greyed_out_without_a_focused_chart():
         assert _enabled(screen, "toggle_log") is None
 
 
+@pytest.mark.asyncio
 async def test_quit_while_training_stops_with_checkpoint_quickly():
     engine = FakeEngine("mpo", stop_delay_s=1.0)  # a long update still running when q is pressed
     app = RlTuiApp(engine=engine)
@@ -120,6 +124,7 @@ async def test_quit_while_training_stops_with_checkpoint_quickly():
     assert engine.state is RunState.FINISHED
 
 
+@pytest.mark.asyncio
 async def test_failing_engine_shows_failed_and_stays_usable():
     for outcome in ("fail", "raise"):
         engine = FakeEngine("mpo", outcome=outcome)
@@ -141,6 +146,7 @@ async def test_failing_engine_shows_failed_and_stays_usable():
         assert app.run_exit_code() == 1
 
 
+@pytest.mark.asyncio
 async def test_finished_run_greys_out_controls_and_quits_at_once():
     engine = FakeEngine("trpo", outcome="finish")
     app = RlTuiApp(engine=engine)
@@ -155,6 +161,7 @@ async def test_finished_run_greys_out_controls_and_quits_at_once():
     assert app.run_exit_code() == 0
 
 
+@pytest.mark.asyncio
 async def test_charts_redraw_only_when_their_data_changes():
     engine = FakeEngine("mpo")
     app = RlTuiApp(engine=engine)
@@ -185,6 +192,7 @@ def _picker_app(tmp_path, started: list) -> RlTuiApp:
     return RlTuiApp(engine_factory=factory, saves_root=tmp_path / "saves")
 
 
+@pytest.mark.asyncio
 async def test_picker_flow_starts_the_chosen_preset(tmp_path):
     started: list = []
     app = _picker_app(tmp_path, started)
@@ -209,6 +217,7 @@ async def test_picker_flow_starts_the_chosen_preset(tmp_path):
         assert started[0][0].name == "pendulum-trpo" and started[0][1] == tmp_path / "saves"
 
 
+@pytest.mark.asyncio
 async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nalgo = "mpo"\n[env]\nid = "Pendulum-v1"\n[mpo]\nkl_epsilon = "abc"\n')
@@ -298,6 +307,7 @@ def _checkpoints(run_dir) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+@pytest.mark.asyncio
 async def test_every_key_against_the_real_engine(tmp_path):
     engine = _real_engine("mpo", 1_000_000, tmp_path)
     app = RlTuiApp(engine=engine, refresh_hz=10.0)
@@ -327,6 +337,7 @@ async def test_every_key_against_the_real_engine(tmp_path):
     assert len(_checkpoints(engine.run_dir)) >= 2  # the one asked for with `c`, and the final one
 
 
+@pytest.mark.asyncio
 async def test_real_trpo_run_finishes_and_fills_the_charts(tmp_path):
     engine = _real_engine("trpo", 400, tmp_path)
     app = RlTuiApp(engine=engine, refresh_hz=10.0)
@@ -341,3 +352,64 @@ async def test_real_trpo_run_finishes_and_fills_the_charts(tmp_path):
         assert "FINISHED" in screen.query_one(StatusBar).render().plain
         await pilot.press("q")
         await _wait_for(pilot, lambda: not app.is_running)
+
+
+# ---- chart maths (no app) -----------------------------------------------------------------------
+import numpy as np  # noqa: E402
+
+from rltui.history import DownsampledSeries  # noqa: E402
+from rltui.widgets.inspect_chart import downsample, plot_chart  # noqa: E402
+from rltui.widgets.line_chart import ChartSpec, ReferenceLine, SeriesSpec, ema, format_value, rasterize  # noqa: E402
+
+
+def test_ema_is_debiased_like_tensorboard():
+    values = np.array([10.0, 10.0, 10.0])
+    np.testing.assert_allclose(ema(values, 0.9), values)  # no pull towards 0 at the start
+    np.testing.assert_allclose(ema(np.array([0.0, 1.0]), 0.5), [0.0, 2 / 3])
+    assert ema(values, 0.0) is values
+
+
+def test_format_value_is_short():
+    for value in (0.0, 1.5, -1234.5, 123456.0, 3e7, 2.5e-4, -0.0123, float("nan")):
+        assert len(format_value(value)) <= 7
+
+
+def _snap(xs, ys):
+    series = DownsampledSeries(64)
+    for x, y in zip(xs, ys):
+        series.add(float(x), float(y))
+    return series.snapshot()
+
+
+def test_rasterize_draws_lines_bands_and_references():
+    spec = ChartSpec("t", (SeriesSpec("a", "a", band=True), SeriesSpec("b", "b", "second", smooth=False)),
+                     (ReferenceLine("r", 0.5),))
+    data = {"a": _snap(range(100), np.sin(np.arange(100) / 10)), "b": _snap([0, 50, 99], [0.0, 1.0, 0.0])}
+    raster = rasterize(spec, data, cols=30, rows=8, smoothing=0.6, log_y=False)
+    assert len(raster.chars) == 8 and all(len(row) == 30 for row in raster.chars)
+    layers = {layer for row in raster.layers for layer in row}
+    assert {"main", "second", "ref"} <= layers
+    assert raster.y_low <= -0.99 and raster.y_high >= 0.99
+    # each column of the line is connected: no empty plot column between the first and last point
+    drawn = [any(raster.chars[r][c] != " " for r in range(8)) for c in range(30)]
+    assert all(drawn)
+
+
+def test_rasterize_log_scale_drops_non_positive_values_and_handles_no_data():
+    spec = ChartSpec("t", (SeriesSpec("a", "a"),), log_y=True)
+    raster = rasterize(spec, {"a": _snap(range(10), [-1, 0, 1, 10, 100, 1000, 1e4, 1e5, 1e6, 1e7])}, 20, 5, 0.0, True)
+    assert raster.y_low == pytest.approx(1.0) and raster.y_high == pytest.approx(1e7)
+    empty = rasterize(spec, {"a": None}, 20, 5, 0.0, True)
+    assert empty.chars == [" " * 20] * 5
+
+
+def test_plotext_inspect_view_builds_repeatedly_with_log_scale():
+    x = np.arange(5000.0)
+    xs, ys = downsample(x, x * 2, 100)
+    assert len(xs) == 100 and ys[0] == pytest.approx(2 * xs[0])
+    spec = ChartSpec("duals", (SeriesSpec("a", "η"),), (ReferenceLine("ε", 0.1),))
+    data = {"a": _snap(range(1, 500), np.exp(-np.arange(1, 500) / 100))}
+    for _ in range(3):  # plotext once failed on repeated log-scale builds
+        text = plot_chart(spec, data, 80, 20, 0.6, True)
+        assert "duals" in text
+    assert plot_chart(spec, {"a": None}, 80, 20, 0.0, False) == "no data yet"
