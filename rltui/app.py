@@ -12,6 +12,7 @@ import asyncio
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -107,8 +108,11 @@ class RlTuiApp(App[int]):
 
     # ---- live runs --------------------------------------------------------------------------
     def launch(self, preset: Any) -> None:
-        """Create the run (may raise; the picker shows the error) and switch to its dashboard."""
-        self.start_run(self.engine_factory(preset, self.saves_root))
+        """Create the run in a thread (building envs and networks takes a moment), then show it."""
+        self.run_worker(
+            partial(self.engine_factory, preset, self.saves_root),
+            name="create-run", group="create-run", thread=True, exit_on_error=False,
+        )
 
     def start_run(self, engine: EngineLike) -> None:
         self.engine = engine
@@ -134,9 +138,16 @@ class RlTuiApp(App[int]):
         return self.run_worker(engine.run, name="engine", group="engine", thread=True, exit_on_error=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is self.engine_worker and event.state is WorkerState.ERROR:
-            error = event.worker.error
-            self.history.record_failure(f"{type(error).__name__}: {error}")
+        worker = event.worker
+        if worker is self.engine_worker and event.state is WorkerState.ERROR:
+            self.history.record_failure(f"{type(worker.error).__name__}: {worker.error}")
+        elif worker.name == "create-run" and event.state is WorkerState.SUCCESS:
+            self.start_run(worker.result)
+        elif worker.name == "create-run" and event.state is WorkerState.ERROR:
+            from rltui.screens.picker import PickerScreen
+
+            if isinstance(self.screen, PickerScreen):
+                self.screen.show_error(f"could not create the run: {type(worker.error).__name__}: {worker.error}")
 
     def stop_and_exit(self) -> None:
         """Ask the engine to stop (final checkpoint), wait for its worker, then exit."""

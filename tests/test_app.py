@@ -413,3 +413,17 @@ def test_plotext_inspect_view_builds_repeatedly_with_log_scale():
         text = plot_chart(spec, data, 80, 20, 0.6, True)
         assert "duals" in text
     assert plot_chart(spec, {"a": None}, 80, 20, 0.0, False) == "no data yet"
+
+
+@pytest.mark.asyncio
+async def test_picker_shows_run_creation_failures(tmp_path):
+    def factory(preset, saves_root):
+        raise PermissionError(f"{saves_root}: read-only file system")
+
+    app = RlTuiApp(engine_factory=factory, saves_root=tmp_path / "saves")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        picker = app.screen
+        await pilot.press("enter")  # start the highlighted preset
+        await _wait_for(pilot, lambda: picker.error is not None and "read-only" in picker.error)
+        assert app.screen is picker and not picker.starting

@@ -1,8 +1,9 @@
 """Preset picker (`rltui` with no arguments): algorithm, preset or file, resolved values, Start.
 
 Presets are previewed without making their environment (fast); Start validates fully
-(including the environment) and hands the preset to `on_start`. Every error lands in the
-preview pane as one line; nothing here raises into the app.
+(including the environment) and hands the preset to `on_start`, which creates the run off the
+UI thread and reports a failure back through `show_error`. Every error lands in the preview
+pane as one line; nothing here raises into the app.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class PickerScreen(Screen[None]):
         self.path: str | None = None  # what the preview shows, as typed or listed
         self.preset: Preset | None = None
         self.error: str | None = None  # the message the preview pane shows instead of a preset
+        self.starting = False  # a run is being created: further starts are ignored
         self._devices: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
@@ -206,12 +208,19 @@ class PickerScreen(Screen[None]):
         path = Path(self.path)
         return self._display_path(path) if path.is_absolute() else self.path
 
+    def show_error(self, message: str) -> None:
+        """Show `message` in the preview pane (also used by the app when creating the run fails)."""
+        self.starting = False
+        self._show_error(message)
+
     def _show_error(self, message: str) -> None:
         self.error = message
         self.query_one("#preview", Static).update(Text(message, style="bold red"))
 
     # ---- start ------------------------------------------------------------------------------
     def action_start(self) -> None:
+        if self.starting:
+            return
         if self.path is None:
             self._show_error("choose a preset first")
             return
@@ -223,7 +232,6 @@ class PickerScreen(Screen[None]):
         except OSError as error:
             self._show_error(f"{self.path}: {error.strerror or error}")
             return
-        try:
-            self._on_start(preset)
-        except Exception as error:  # e.g. the saves folder is not writable
-            self._show_error(f"could not start the run: {type(error).__name__}: {error}")
+        self.starting = True
+        self.query_one("#preview", Static).update(Text(f"creating the run for {preset.name}…", style="bold"))
+        self._on_start(preset)
