@@ -52,16 +52,20 @@ async def test_control_keys_reach_the_engine():
     app = RlTuiApp(engine=engine, clock=lambda: T0 + 20)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await _ready(app, pilot, engine)
-        assert _enabled(screen, "toggle_pause") is True
+        assert _enabled(screen, "pause") is True and _enabled(screen, "resume") is False
         await pilot.press("p")
         assert engine.state is RunState.PAUSED
+        screen.pull()
+        assert _enabled(screen, "pause") is False and _enabled(screen, "resume") is True
+        await pilot.pause()
+        assert "Resume" in screen_text(app).splitlines()[-1]
         await pilot.press("space")
         assert engine.state is RunState.RUNNING
         await pilot.press("c")
         await pilot.press("e")
         assert engine.state is RunState.EVALUATING
         screen.pull()
-        assert _enabled(screen, "toggle_pause") is None  # no pausing while evaluating
+        assert _enabled(screen, "pause") is None  # no pausing while evaluating
         await pilot.press("e")
         await pilot.pause()
         assert engine.commands == [
@@ -137,8 +141,9 @@ async def test_failing_engine_shows_failed_and_stays_usable():
             status = screen.query_one(StatusBar).render().plain
             assert "FAILED" in status
             assert ("NaN" in status) if outcome == "fail" else ("simulated crash" in status)
-            for action in ("toggle_pause", "checkpoint", "toggle_eval"):
+            for action in ("pause", "checkpoint", "toggle_eval"):
                 assert _enabled(screen, action) is None
+            assert _enabled(screen, "resume") is False
             await pilot.press("s", "1")  # still usable
             assert screen.maximised == 1
             await pilot.press("q")
@@ -346,7 +351,7 @@ async def test_real_trpo_run_finishes_and_fills_the_charts(tmp_path):
         screen = app.screen
         screen.pull()
         await pilot.pause()
-        assert screen.check_action("toggle_pause", ()) is None
+        assert screen.check_action("pause", ()) is None
         assert app.history.series("policy/kl") is not None
         assert app.history.series("eval/return_mean") is not None
         assert "FINISHED" in screen.query_one(StatusBar).render().plain

@@ -88,7 +88,7 @@ async def test_watch_mode_follows_a_recorded_run_read_only(tmp_path):
         await _wait_for(pilot, lambda: app.history.status().state is RunState.FINISHED)
         assert app.history.status().step == 4000 > half
         assert len(app.history.series(TRAIN_RETURN)) == 20
-        for action in ("toggle_pause", "checkpoint", "toggle_eval"):
+        for action in ("pause", "checkpoint", "toggle_eval"):
             assert screen.check_action(action, ()) is None
         await pilot.press("p", "c", "e", "2", "s")  # control keys do nothing; view keys work
         assert screen.maximised == 2

@@ -27,7 +27,7 @@ from rltui.widgets.status_bar import StatusBar
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.99)
 DEFAULT_SMOOTHING = 0.6
-CONTROL_ACTIONS = {"toggle_pause", "checkpoint", "toggle_eval"}
+CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "toggle_eval"}
 
 
 class RunControl(Protocol):
@@ -106,8 +106,11 @@ class DashboardScreen(Screen[None]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("space", "toggle_pause", "Pause", show=False),
+        # One key, two bindings: the Footer shows "Pause" or "Resume", whichever applies.
+        Binding("p", "pause", "Pause"),
+        Binding("p", "resume", "Resume"),
+        Binding("space", "pause", "Pause", show=False),
+        Binding("space", "resume", "Resume", show=False),
         Binding("c", "checkpoint", "Ckpt"),
         Binding("e", "toggle_eval", "Eval"),
         Binding("s", "cycle_smoothing", "Smooth"),
@@ -232,21 +235,24 @@ class DashboardScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CONTROL_ACTIONS:
             if self.engine is None or self.stopping:
-                return None
+                return False if action == "resume" else None
             state = self.run_state()
-            if action == "toggle_pause":
-                return True if state in (RunState.RUNNING, RunState.PAUSED) else None
+            if action == "pause":  # hidden while paused (Resume shows instead), grey otherwise
+                return True if state is RunState.RUNNING else (False if state is RunState.PAUSED else None)
+            if action == "resume":
+                return True if state is RunState.PAUSED else False
             return True if state in (RunState.RUNNING, RunState.PAUSED, RunState.EVALUATING) else None
         if action == "toggle_log":
             return True if self._log_target() is not None else None
         return True
 
-    def action_toggle_pause(self) -> None:
+    def action_pause(self) -> None:
         assert self.engine is not None
-        if self.engine.state is RunState.PAUSED:
-            self.engine.resume()
-        else:
-            self.engine.pause()
+        self.engine.pause()  # the footer flips to Resume once the engine reports PAUSED
+
+    def action_resume(self) -> None:
+        assert self.engine is not None
+        self.engine.resume()
 
     def action_checkpoint(self) -> None:
         assert self.engine is not None
