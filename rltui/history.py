@@ -68,7 +68,6 @@ class DownsampledSeries:
         self._pending: list[float] = [0.0, 0.0, math.inf, -math.inf, 0]  # sum x, sum y, min, max, count
         self.version = 0
         self.last = math.nan
-        self.count = 0  # raw points ever added
 
     def add(self, x: float, y: float) -> None:
         if not math.isfinite(y):
@@ -80,7 +79,6 @@ class DownsampledSeries:
         p[3] = max(p[3], y)
         p[4] += 1
         self.last = y
-        self.count += 1
         self.version += 1
         if p[4] == self.stride:
             i = self._n
