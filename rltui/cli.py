@@ -1,19 +1,484 @@
-"""Command-line entry point (`rltui`, `python -m rltui`)."""
+"""Command-line entry point (`rltui`, `python -m rltui`).
+
+    rltui                                   preset picker (the dashboard), or pendulum-mpo headless
+    rltui train PRESET [--set k=v]... [--seed N] [--device D] [--saves DIR] [--headless]
+    rltui resume RUN_DIR [--headless] [--set k=v]...
+    rltui eval RUN_DIR|CHECKPOINT_DIR [--episodes N] [--stochastic] [--seed N] [--json]
+    rltui presets [--check FILE...]
+    rltui watch RUN_DIR
+
+Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
+Errors are one line on stderr, `error: <message>`, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from rltui import __version__
+from rltui.events import (
+    CheckpointSaved,
+    EpisodeFinished,
+    ErrorRaised,
+    EvalResult,
+    Event,
+    RunState,
+    StateChanged,
+    UpdateMetrics,
+    WarningRaised,
+)
+
+if TYPE_CHECKING:
+    from rltui.engine import Engine
+
+DEFAULT_PRESET = "pendulum-mpo"
+DEFAULT_REFRESH_HZ = 4.0
+TTY_REDRAW_S = 0.25
+PLAIN_LINE_FRACTION = 0.05
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input found by the CLI itself; str() is the one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (exit status 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _refresh_hz(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0.0 < value <= 60.0):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 60], got {text!r}")
+    return value
+
+
+def _add_ui_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--refresh-hz", type=_refresh_hz, default=DEFAULT_REFRESH_HZ, metavar="HZ",
+                        help=f"dashboard redraws per second (default {DEFAULT_REFRESH_HZ:g})")
+    parser.add_argument("--no-mouse", action="store_true", help="do not capture the mouse in the dashboard")
+
+
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=None, metavar="SECTION.KEY=VALUE",
+                        help="override a preset value (a TOML literal); repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rltui", description=__doc__)
+    parser = _Parser(prog="rltui", description="Train MPO and TRPO agents and watch them live in the terminal.")
     parser.add_argument("--version", action="version", version=f"rltui {__version__}")
+    parser.add_argument("--saves", type=Path, default=Path("saves"), metavar="DIR",
+                        help="where new runs are created (default ./saves)")
+    _add_ui_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="start a new run from a preset")
+    train.add_argument("preset", metavar="PRESET", help="preset name (see `rltui presets`) or path to a .toml file")
+    _add_set_option(train)
+    train.add_argument("--seed", type=_non_negative_int, help="shorthand for --set train.seed=N")
+    train.add_argument("--device", help='shorthand for --set train.device="D" (auto, cpu, cuda, cuda:N)')
+    train.add_argument("--saves", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                       help="where the run directory is created (default ./saves)")
+    train.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
+    _add_ui_options(train)
+
+    resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_set_option(resume)
+    resume.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
+    _add_ui_options(resume)
+
+    evaluate = commands.add_parser("eval", help="evaluate a saved agent")
+    evaluate.add_argument("path", type=Path, metavar="RUN_DIR|CHECKPOINT_DIR")
+    evaluate.add_argument("--episodes", type=_positive_int, default=10, help="episodes to run (default 10)")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
+    evaluate.add_argument("--seed", type=_non_negative_int,
+                          help="base seed (default: the run's seed, i.e. the episodes of its evaluations)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    presets = commands.add_parser("presets", help="list the presets, or check preset files")
+    presets.add_argument("--check", nargs="+", type=Path, metavar="FILE", help="validate these files")
+
+    watch = commands.add_parser("watch", help="follow a run's metrics.jsonl in the dashboard (read-only)")
+    watch.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _add_ui_options(watch)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("rltui: the training engine and dashboard are not built yet.")
-    return 0
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    handlers = {
+        None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
+        "presets": _cmd_presets, "watch": _cmd_watch,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line
+        text = " ".join(str(exc).split())
+        if _is_bad_input(exc):
+            print(f"error: {text or type(exc).__name__}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _is_bad_input(exc: Exception) -> bool:
+    from rltui.checkpoint import CheckpointError
+    from rltui.envs import EnvError
+    from rltui.presets import PresetError
+    from rltui.replay import ReplayError
+
+    return isinstance(exc, (UsageError, PresetError, CheckpointError, EnvError, ReplayError, OSError))
+
+
+# --------------------------------------------------------------------------------------- commands
+
+
+def _cmd_default(args: argparse.Namespace) -> int:
+    app = _app_module()
+    if app is not None and hasattr(app, "run_picker"):
+        return int(app.run_picker(refresh_hz=args.refresh_hz, mouse=not args.no_mouse, saves_root=args.saves))
+    print(f"note: the dashboard is not available yet; training the default preset {DEFAULT_PRESET} headless",
+          file=sys.stderr)
+    args = argparse.Namespace(preset=DEFAULT_PRESET, overrides=None, seed=None, device=None, saves=args.saves,
+                              headless=True, refresh_hz=args.refresh_hz, no_mouse=args.no_mouse)
+    return _cmd_train(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rltui.engine import Engine, create_run_dir
+    from rltui.presets import load_preset
+
+    overrides = list(args.overrides or [])
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    preset = load_preset(args.preset, overrides)
+    run_dir = create_run_dir(preset, args.saves)
+    try:
+        engine = Engine(preset, run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no empty run behind
+        raise
+    return _run(engine, args)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from rltui.engine import PRESET_FILE, Engine
+    from rltui.presets import load_preset
+
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: not a directory (expected a run directory)")
+    if not (run_dir / PRESET_FILE).is_file():
+        raise UsageError(f"{run_dir}: no {PRESET_FILE} (expected a run directory made by `rltui train`)")
+    preset = load_preset(str(run_dir / PRESET_FILE), list(args.overrides or []))
+    engine = Engine(preset, run_dir, resume=True)
+    if engine.step >= engine.total_steps:
+        print(f"note: the run is already at step {engine.step} of {engine.total_steps}; raise it with "
+              f"--set train.total_steps=N", file=sys.stderr)
+    return _run(engine, args)
+
+
+def _run(engine: Engine, args: argparse.Namespace) -> int:
+    if not args.headless:
+        app = _app_module()
+        if app is not None and hasattr(app, "run_dashboard"):
+            return int(app.run_dashboard(engine, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
+        print("note: the dashboard is not available yet; running headless", file=sys.stderr)
+    return run_headless(engine)
+
+
+def _app_module() -> Any:
+    try:
+        import rltui.app as app
+    except ImportError:
+        return None
+    return app
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    report = evaluate_checkpoint(args.path, args.episodes, deterministic=not args.stochastic, seed=args.seed)
+    if args.json:
+        print(json.dumps({k: report[k] for k in ("return_mean", "return_std", "episodes", "step")}))
+    else:
+        mode = "stochastic" if args.stochastic else "deterministic"
+        print(f"{report['checkpoint']} (step {report['step']}): return {report['return_mean']:.2f} "
+              f"± {report['return_std']:.2f} over {report['episodes']} {mode} episodes "
+              f"(mean length {report['length_mean']:.1f})")
+    return EXIT_OK
+
+
+def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None) -> dict[str, Any]:
+    """Run `episodes` episodes of a saved agent on CPU with the checkpoint's frozen normaliser.
+
+    By default the episodes are those of the run's own evaluations (same seeds).
+    """
+    import numpy as np
+    import torch
+
+    from rltui.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from rltui.engine import build_agent, make_policy
+    from rltui.envs import ObsNormalizer, env_spec, eval_seeds, make_env, run_episode
+    from rltui.presets import PresetError, preset_from_toml_text
+
+    checkpoint = load_checkpoint(resolve_checkpoint(path))
+    try:
+        preset = preset_from_toml_text(checkpoint.preset_text, str(checkpoint.path / "preset.toml"))
+    except PresetError as exc:
+        raise CheckpointError(f"{checkpoint.path}: its preset.toml is not valid ({exc})") from None
+    torch.set_num_threads(preset.train.threads)
+    base_seed = preset.train.seed if seed is None else seed
+    torch.manual_seed(base_seed)
+    device = torch.device("cpu")
+    env = make_env(preset.env)
+    try:
+        spec = env_spec(env)
+        agent = build_agent(preset, spec, device)
+        normalizer = ObsNormalizer(spec.obs_dim, preset.env.normalize_obs, preset.env.clip_obs)
+        try:
+            agent.load_state_dict(checkpoint.agent_state)
+            normalizer.load_state_dict(checkpoint.engine_state["obs_normalizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{checkpoint.path}: does not fit its preset ({type(exc).__name__}: {first})") from None
+        policy = make_policy(agent, preset.algo, spec, device, deterministic=deterministic)
+        results = [run_episode(env, policy, normalizer, s) for s in eval_seeds(base_seed, 0, episodes)]
+    finally:
+        env.close()
+    returns = [r for r, _ in results]  # type: ignore[misc]
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "episodes": episodes,
+        "step": checkpoint.step,
+        "length_mean": float(np.mean([n for _, n in results])),  # type: ignore[misc]
+        "checkpoint": str(checkpoint.path),
+    }
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from rltui.presets import PresetError, list_presets, load_preset
+
+    if args.check:
+        failed = 0
+        for file in args.check:
+            try:
+                preset = load_preset(str(file))
+            except PresetError as exc:
+                failed += 1
+                print(f"error: {exc}", file=sys.stderr)
+                continue
+            print(f"ok: {file} ({preset.name}, {preset.algo}, {preset.env.id})")
+        return EXIT_BAD_INPUT if failed else EXIT_OK
+    infos = list_presets()
+    width = max((len(i.name) for i in infos), default=4)
+    env_width = max((len(i.env_id) for i in infos), default=3)
+    print(f"{'NAME':<{width}}  ALGO  {'ENV':<{env_width}}  DESCRIPTION")
+    columns = shutil.get_terminal_size((120, 24)).columns
+    for info in infos:
+        description = f"invalid: {info.error}" if info.error else info.description
+        line = f"{info.name:<{width}}  {info.algo:<4}  {info.env_id:<{env_width}}  {' '.join(description.split())}"
+        print(line if len(line) <= columns or not sys.stdout.isatty() else line[: columns - 1] + "…")
+    return EXIT_OK
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    app = _app_module()
+    if app is None or not hasattr(app, "run_watch"):
+        raise UsageError("watch needs the dashboard, which is not available in this installation")
+    return int(app.run_watch(args.run_dir, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
+
+
+# --------------------------------------------------------------------------------------- headless
+
+
+def run_headless(engine: Engine, stream: TextIO | None = None) -> int:
+    """Run on a thread with a progress line; Ctrl-C (or SIGTERM) stops with a final checkpoint."""
+    progress = HeadlessProgress(engine.total_steps, engine.step, stream or sys.stderr)
+    engine.subscribe(progress)
+    interrupted = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        if not interrupted.is_set():
+            interrupted.set()
+            progress.note("stopping: saving a final checkpoint (Ctrl-C again to abandon it)")
+            engine.stop(final_checkpoint=True)
+        else:
+            raise KeyboardInterrupt
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, request_stop) for sig in handled} if _main_thread() else {}
+    thread = engine.start()
+    try:
+        while not engine.state.is_final and thread.is_alive():
+            time.sleep(0.1)
+        thread.join()
+    except KeyboardInterrupt:
+        progress.note("abandoned before the final checkpoint was written")
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    progress.finish(engine)
+    return EXIT_FAILED if engine.state == RunState.FAILED else EXIT_OK
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+class HeadlessProgress:
+    """Event subscriber that draws steps, steps/s, recent return and ETA on `stream`.
+
+    On a terminal the line is redrawn in place at most 4 times a second; otherwise (a log file, CI)
+    one plain line is printed for every 5 % of progress. Warnings and errors get their own lines.
+    """
+
+    def __init__(self, total_steps: int, start_step: int, stream: TextIO) -> None:
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.step = start_step
+        self.steps_per_s = 0.0
+        self.returns: deque[float] = deque(maxlen=10)
+        self.last_eval: EvalResult | None = None
+        self.last_checkpoint: str | None = None
+        self.error: str | None = None
+        self.final_message = ""
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._next_plain = start_step
+        self._line_open = False
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        self.step = max(self.step, event.step)
+        if isinstance(event, EpisodeFinished):
+            self.returns.append(event.episode_return)
+        elif isinstance(event, UpdateMetrics):
+            rate = event.metrics.get("perf/steps_per_s")
+            if rate is not None and rate > 0:
+                self.steps_per_s = rate if self.steps_per_s == 0 else 0.7 * self.steps_per_s + 0.3 * rate
+        elif isinstance(event, EvalResult):
+            self.last_eval = event
+        elif isinstance(event, CheckpointSaved):
+            self.last_checkpoint = event.path
+        elif isinstance(event, WarningRaised):
+            self.note(f"warning: {event.message}")
+        elif isinstance(event, ErrorRaised):
+            self.error = event.message
+        elif isinstance(event, StateChanged) and event.state.is_final:
+            self.final_message = event.message
+        self._draw()
+
+    def line(self) -> str:
+        total = max(self.total_steps, 1)
+        parts = [f"step {self.step:,}/{self.total_steps:,} ({100 * min(self.step / total, 1):.0f}%)",
+                 f"{self.steps_per_s:,.0f} steps/s"]
+        if self.returns:
+            parts.append(f"return {sum(self.returns) / len(self.returns):.1f} (last {len(self.returns)})")
+        if self.last_eval is not None:
+            parts.append(f"eval {self.last_eval.return_mean:.1f}")
+        if self.steps_per_s > 0 and self.step < self.total_steps:
+            parts.append(f"ETA {_duration((self.total_steps - self.step) / self.steps_per_s)}")
+        return " | ".join(parts)
+
+    def _draw(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self.tty:
+                if now - self._last_draw < TTY_REDRAW_S:
+                    return
+                self._last_draw = now
+                width = shutil.get_terminal_size((100, 24)).columns - 1
+                self.stream.write("\r" + self.line()[:width].ljust(width))
+                self._line_open = True
+            else:
+                if self.step < self._next_plain:
+                    return
+                span = max(1, int(self.total_steps * PLAIN_LINE_FRACTION))
+                self._next_plain = (self.step // span + 1) * span
+                self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            if self._line_open:
+                self.stream.write("\n")
+                self._line_open = False
+            self.stream.write(message + "\n")
+            self.stream.flush()
+
+    def finish(self, engine: Engine) -> None:
+        """The final summary (the progress line ends first)."""
+        elapsed = time.monotonic() - self.started
+        done = engine.step - self.start_step
+        if self.error:
+            self.note(f"error: {self.error}")
+        verdict = {RunState.FINISHED: "finished", RunState.FAILED: "FAILED"}.get(engine.state, engine.state.value)
+        lines = [f"{verdict}: {engine.preset.name} ({engine.algo}, {engine.preset.env.id}) at step {engine.step:,}"
+                 f" after {_duration(elapsed)} ({done / max(elapsed, 1e-9):,.0f} steps/s this session)"]
+        if self.final_message and engine.state != RunState.FAILED:
+            lines[0] += f"; {self.final_message}"
+        if self.returns:
+            lines.append(f"  recent return {sum(self.returns) / len(self.returns):.1f} (last {len(self.returns)} episodes)")
+        if self.last_eval is not None:
+            e = self.last_eval
+            lines.append(f"  evaluation at step {e.step:,}: {e.return_mean:.1f} ± {e.return_std:.1f} ({e.episodes} episodes)")
+        if self.last_checkpoint:
+            lines.append(f"  checkpoint {self.last_checkpoint}")
+        lines.append(f"  run dir {engine.run_dir} (resume: rltui resume {engine.run_dir})")
+        self.note("\n".join(lines))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
