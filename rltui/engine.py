@@ -298,9 +298,10 @@ class Engine:
         if self._started:
             raise RuntimeError("Engine.run() can only be called once")
         self._started = True
-        writer = RunLogWriter(self.run_dir / LOG_NAME)
-        self._subscribers.insert(0, writer)
+        writer: RunLogWriter | None = None
         try:
+            writer = RunLogWriter(self.run_dir / LOG_NAME)
+            self._subscribers.insert(0, writer)
             self._emit(RunStarted(
                 step=self.step, name=self.preset.name, algo=self.algo, env_id=self.preset.env.id,
                 device=str(self.device), total_steps=self.total_steps, run_dir=str(self.run_dir),
@@ -329,8 +330,9 @@ class Engine:
             for env in (self._envs, self._eval_env, self._stream_env):
                 if env is not None:
                     env.close()
-            self._subscribers.remove(writer)
-            writer.close()
+            if writer is not None:
+                self._subscribers.remove(writer)
+                writer.close()
 
     def _train_mpo(self) -> None:
         assert self.replay is not None

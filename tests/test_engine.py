@@ -77,9 +77,17 @@ def new_engine(tmp_path: Path, algo: str, **overrides: dict) -> tuple[Engine, Re
     return engine, recorder
 
 
-@pytest.mark.parametrize("algo", ["mpo", "trpo"])
-def test_run_emits_events_and_writes_the_log(tmp_path, algo):
-    engine, rec = new_engine(tmp_path, algo)
+@pytest.mark.parametrize(
+    "algo, overrides",
+    [
+        ("mpo", {}),
+        ("mpo", {"mpo": {"use_retrace": True, "retrace_steps": 4}, "env": {"num_envs": 2}}),
+        ("trpo", {}),
+    ],
+    ids=["mpo", "mpo-retrace-2envs", "trpo"],
+)
+def test_run_emits_events_and_writes_the_log(tmp_path, algo, overrides):
+    engine, rec = new_engine(tmp_path, algo, **overrides)
     engine.run()
     assert engine.state == RunState.FINISHED and engine.step == 400
     kinds = [type(e) for e in rec.events]
