@@ -165,13 +165,19 @@ def write_preset(run_dir: Path, preset: Preset) -> None:
 
 
 class _MetricsWindow:
-    """Averages update metrics between UpdateMetrics events; tracks step and update rates."""
+    """Averages update metrics between UpdateMetrics events; tracks step and update rates.
+
+    `restart` moves only the rates' baseline (time spent paused, evaluating or checkpointing is
+    not training); the emission clock keeps running, so frequent evaluations cannot starve the
+    UpdateMetrics events.
+    """
 
     def __init__(self, step: int) -> None:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.updates = 0
         self.episode_returns: list[float] = []
+        self.emitted_at = time.monotonic()
         self.restart(step)
 
     def restart(self, step: int) -> None:
@@ -186,7 +192,7 @@ class _MetricsWindow:
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def due(self) -> bool:
-        return time.monotonic() - self.started >= METRICS_INTERVAL_S
+        return time.monotonic() - self.emitted_at >= METRICS_INTERVAL_S
 
     def take(self, step: int, skipped_total: int) -> UpdateMetrics:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -199,6 +205,7 @@ class _MetricsWindow:
         metrics["env/steps"] = float(step)
         event = UpdateMetrics(step=step, updates=self.updates, metrics=metrics)
         self.sums, self.counts, self.updates, self.episode_returns = {}, {}, 0, []
+        self.emitted_at = time.monotonic()
         self.restart(step)
         return event
 

@@ -288,3 +288,17 @@ def test_run_log_reader_tolerates_a_partial_last_line(tmp_path):
     assert [e.step for e in more] == [4]
     for line in path.read_text().splitlines()[:2]:
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_frequent_evaluations_do_not_starve_update_metrics(monkeypatch):
+    """Restarting the rate baseline after each evaluation/checkpoint must not reset the emission clock."""
+    from rltui import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "METRICS_INTERVAL_S", 0.05)
+    window = engine_module._MetricsWindow(step=0)
+    window.add({"loss/q": 1.0})
+    time.sleep(0.06)
+    window.restart(step=10)  # what the loop does after an evaluation
+    assert window.due()
+    event = window.take(step=20, skipped_total=0)
+    assert event.metrics["loss/q"] == 1.0 and not window.due()
