@@ -1,0 +1,97 @@
+"""Our TRPO against SB3-contrib's on Pendulum-v1 with matched settings, side by side.
+
+Both learners: 2 envs x 1024 steps, gamma 0.9, gae_lambda 0.95, target_kl 0.01, 15 CG
+iterations, damping 0.1, line search 0.8 x 10, 15 critic epochs at lr 1e-3 over minibatches
+of 128, (64, 64) tanh networks, plain Gaussian noise (no gSDE: ours has none), one torch
+thread, CPU. Prints the wall-clock ratio (ours / SB3-contrib; goal <= 0.5) and both
+deterministic mean returns over the same evaluation episodes.
+
+    pip install -e '.[bench]'
+    python bench/trpo_vs_sb3.py [--steps 100000] [--seed 0] [--episodes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+# Run as a script, bench/ is first on sys.path and bench/agents.py would shadow the agents package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rltui.engine import Engine, create_run_dir, make_policy
+from rltui.envs import eval_seeds
+from rltui.presets import load_preset
+
+
+def evaluate(policy, seeds: list[int], normalize=lambda obs: obs) -> tuple[float, float]:
+    env = gym.make("Pendulum-v1")
+    returns = []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(normalize(obs)))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def run_ours(steps: int, seed: int, seeds: list[int]) -> tuple[float, float, float]:
+    preset = load_preset("pendulum-trpo", [f"train.total_steps={steps}", f"train.seed={seed}",
+                                           "eval.interval=0", "checkpoint.interval=0", "train.device=cpu"])
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        engine = Engine(preset, create_run_dir(preset, Path(tmp)))
+        engine.run()
+        wall = time.perf_counter() - start
+    policy = make_policy(engine.agent, "trpo", engine.spec, engine.device, deterministic=True)
+    mean, std = evaluate(policy, seeds, engine.obs_normalizer.normalize)
+    return wall, mean, std
+
+
+def run_sb3(steps: int, seed: int, seeds: list[int]) -> tuple[float, float, float]:
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    start = time.perf_counter()
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=seed)
+    model = TRPO(
+        "MlpPolicy", env, n_steps=1024, batch_size=128, gamma=0.9, gae_lambda=0.95, target_kl=0.01,
+        cg_max_steps=15, cg_damping=0.1, line_search_shrinking_factor=0.8, line_search_max_iter=10,
+        n_critic_updates=15, learning_rate=1e-3, use_sde=False, seed=seed, device="cpu", verbose=0,
+    )
+    model.learn(total_timesteps=steps)
+    wall = time.perf_counter() - start
+    mean, std = evaluate(lambda obs: model.predict(obs, deterministic=True)[0], seeds)
+    return wall, mean, std
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = list(eval_seeds(args.seed, 0, args.episodes))
+    ours = run_ours(args.steps, args.seed, seeds)
+    theirs = run_sb3(args.steps, args.seed, seeds)
+    print(f"Pendulum-v1, {args.steps} steps, seed {args.seed}, {args.episodes} deterministic episodes")
+    print(f"{'':<14} {'wall s':>8} {'return':>18}")
+    for name, (wall, mean, std) in (("rltui TRPO", ours), ("SB3-contrib", theirs)):
+        print(f"{name:<14} {wall:>8.1f} {mean:>10.1f} +- {std:<6.1f}")
+    print(f"wall-clock ratio (ours / SB3-contrib): {ours[0] / theirs[0]:.2f}  (goal <= 0.5)")
+    print(f"return difference (ours - SB3-contrib): {ours[1] - theirs[1]:+.1f}  (goal >= 0)")
+
+
+if __name__ == "__main__":
+    main()
