@@ -246,6 +246,57 @@ def _make_fisher_vector_product(
 # ----------------------------------------------------------------------------- agent
 
 
+def _numpy_layers(modules: list[nn.Linear]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W^T, b) of each Linear as float32 numpy copies."""
+    return [
+        (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy()) for m in modules
+    ]
+
+
+def _numpy_tanh_mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """tanh after every layer but the last (the head)."""
+    for weight, bias in layers[:-1]:
+        x = np.tanh(x @ weight + bias)
+    weight, bias = layers[-1]
+    return x @ weight + bias
+
+
+class RolloutActor:
+    """A numpy snapshot of the policy and value networks for collecting one rollout on the CPU.
+
+    The networks do not change between two updates, and for a few observations per env step
+    numpy's small products cost a fraction of torch's per-call overhead (the rollout, not the
+    update, dominated TRPO's wall time on Pendulum). Same outputs as `TRPOAgent.act` up to float
+    rounding; the exploration noise comes from `rng`. Take a new snapshot after every update.
+    """
+
+    def __init__(self, agent: "TRPOAgent", rng: np.random.Generator) -> None:
+        policy, value = agent.policy, agent.value
+        linears = [m for m in policy.torso if isinstance(m, nn.Linear)]
+        self._policy = _numpy_layers([*linears, policy.mean_head])
+        self._value = _numpy_layers([*[m for m in value.torso if isinstance(m, nn.Linear)], value.head])
+        log_std = policy.log_std.detach().clamp(LOG_STD_MIN, LOG_STD_MAX).cpu().numpy()
+        self._log_std = log_std.astype(np.float32)
+        self._std = np.exp(self._log_std)
+        self._log_prob_const = float(-(log_std.sum() + 0.5 * log_std.size * math.log(2.0 * math.pi)))
+        self._rng = rng
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """obs (n, O) float32 -> (raw action (n, D), log_prob (n,), value (n,))."""
+        mean = _numpy_tanh_mlp(self._policy, obs)
+        if deterministic:
+            noise = np.zeros_like(mean)
+        else:
+            noise = self._rng.standard_normal(mean.shape, dtype=np.float32)
+        action = mean + self._std * noise
+        log_prob = self._log_prob_const - 0.5 * np.square(noise).sum(axis=-1)
+        return action, log_prob.astype(np.float32), self.values(obs)
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        """obs (n, O) -> V(s) (n,)."""
+        return _numpy_tanh_mlp(self._value, obs)[:, 0]
+
+
 class TRPOAgent:
     """TRPO with a diagonal-Gaussian MLP policy and an MLP state-value baseline.
 

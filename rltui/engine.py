@@ -382,7 +382,7 @@ class Engine:
             self._periodic()
 
     def _train_trpo(self) -> None:
-        from agents.trpo import compute_gae
+        from agents.trpo import RolloutActor, compute_gae
 
         n, horizon = self._envs.num_envs, self.preset.train.rollout_steps
         obs_dim, act_dim = self.spec.obs_dim, self.spec.act_dim
@@ -394,21 +394,20 @@ class Engine:
         term_buf, trunc_buf = np.zeros((horizon, n), dtype=bool), np.zeros((horizon, n), dtype=bool)
         while self.step < self.total_steps:
             length = 0
+            actor = RolloutActor(self.agent, self._sampler)  # the policy is fixed until the next update
             for t in range(horizon):
                 self._service()
                 obs_norm = self.obs_normalizer.normalize(self._obs)
-                with torch.no_grad():
-                    action, log_prob, value = self.agent.act(torch.as_tensor(obs_norm, device=self.device))
-                action = action.cpu().numpy()
+                action, log_prob, value = actor.act(obs_norm)
                 result = self._envs.step(np.clip(action, self.spec.action_low, self.spec.action_high))
                 rewards = result.rewards
                 if self.reward_normalizer is not None:
                     rewards = self.reward_normalizer(rewards, result.dones)
                 obs_buf[t], act_buf[t], reward_buf[t] = obs_norm, action, rewards
-                logp_buf[t], value_buf[t] = log_prob.reshape(n).cpu().numpy(), value.reshape(n).cpu().numpy()
+                logp_buf[t], value_buf[t] = log_prob, value
                 term_buf[t], trunc_buf[t] = result.terminated, result.truncated & ~result.terminated
                 if trunc_buf[t].any():
-                    final_value_buf[t] = self._values(self.obs_normalizer.normalize(result.final_obs))
+                    final_value_buf[t] = actor.values(self.obs_normalizer.normalize(result.final_obs))
                 self._after_env_step(result.obs, result.finished)
                 length = t + 1
                 if self.step >= self.total_steps:
@@ -416,7 +415,7 @@ class Engine:
             self._service()
             next_values = np.empty((length, n), dtype=np.float32)
             next_values[:-1] = value_buf[1:length]
-            next_values[-1] = self._values(self.obs_normalizer.normalize(self._obs))
+            next_values[-1] = actor.values(self.obs_normalizer.normalize(self._obs))
             truncated = trunc_buf[:length]
             next_values[truncated] = final_value_buf[:length][truncated]
             advantages, returns = compute_gae(
@@ -432,12 +431,6 @@ class Engine:
             }
             self._record_update(self.agent.update({k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}))
             self._periodic()
-
-    def _values(self, obs_norm: np.ndarray) -> np.ndarray:
-        """V(s) for normalised observations (n,O) -> (n,)."""
-        with torch.no_grad():
-            _, _, value = self.agent.act(torch.as_tensor(obs_norm, device=self.device), deterministic=True)
-        return value.reshape(-1).cpu().numpy()
 
     def _after_env_step(self, next_obs: np.ndarray, finished: list[tuple[int, float, int]]) -> None:
         previous = self.step

@@ -13,6 +13,7 @@ from torch.func import functional_call
 import agents.trpo as trpo
 from agents.common import diag_gaussian_log_prob
 from agents.trpo import (
+    RolloutActor,
     TRPOAgent,
     _conjugate_gradient,
     _flat_grads,
@@ -289,6 +290,28 @@ def test_act_returns_raw_samples_with_their_log_prob() -> None:
     torch.testing.assert_close(deterministic, mean)
     single, single_log_prob, single_value = agent.act(obs[0])
     assert single.shape == (1, 2) and single_log_prob.shape == (1, 1) and single_value.shape == (1, 1)
+
+
+def test_rollout_actor_matches_act() -> None:
+    """The numpy snapshot used for rollouts gives act()'s mean, values and log-probs."""
+    torch.manual_seed(0)
+    agent = make_agent(act_dim=2)
+    with torch.no_grad():
+        agent.policy.log_std.copy_(torch.tensor([0.3, -0.7]))
+    obs = torch.randn(32, 3)
+    actor = RolloutActor(agent, np.random.default_rng(0))
+    mean, _, values = agent.act(obs, deterministic=True)
+    det_action, _, det_values = actor.act(obs.numpy(), deterministic=True)
+    np.testing.assert_allclose(det_action, mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(det_values, values[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+
+    actions, log_probs, _ = actor.act(obs.numpy())
+    with torch.no_grad():
+        mean, log_std = agent.policy(obs)
+    expected = diag_gaussian_log_prob(mean, log_std, torch.from_numpy(actions))[:, 0]
+    np.testing.assert_allclose(log_probs, expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert actions.dtype == np.float32 and log_probs.dtype == np.float32
+    assert not np.allclose(actions, det_action), "stochastic samples must differ from the mean"
 
 
 def test_policy_initialisation() -> None:
