@@ -1,6 +1,6 @@
 """Command-line entry point (`rltui`, `python -m rltui`).
 
-    rltui                                   preset picker (the dashboard), or pendulum-mpo headless
+    rltui                                   preset picker, then the dashboard
     rltui train PRESET [--set k=v]... [--seed N] [--device D] [--saves DIR] [--headless]
     rltui resume RUN_DIR [--headless] [--set k=v]...
     rltui eval RUN_DIR|CHECKPOINT_DIR [--episodes N] [--stochastic] [--seed N] [--json]
@@ -41,7 +41,6 @@ from rltui.events import (
 if TYPE_CHECKING:
     from rltui.engine import Engine
 
-DEFAULT_PRESET = "pendulum-mpo"
 DEFAULT_REFRESH_HZ = 4.0
 TTY_REDRAW_S = 0.25
 PLAIN_LINE_FRACTION = 0.05
@@ -177,14 +176,9 @@ def _is_bad_input(exc: Exception) -> bool:
 
 
 def _cmd_default(args: argparse.Namespace) -> int:
-    app = _app_module()
-    if app is not None and hasattr(app, "run_picker"):
-        return int(app.run_picker(refresh_hz=args.refresh_hz, mouse=not args.no_mouse, saves_root=args.saves))
-    print(f"note: the dashboard is not available yet; training the default preset {DEFAULT_PRESET} headless",
-          file=sys.stderr)
-    args = argparse.Namespace(preset=DEFAULT_PRESET, overrides=None, seed=None, device=None, saves=args.saves,
-                              headless=True, refresh_hz=args.refresh_hz, no_mouse=args.no_mouse)
-    return _cmd_train(args)
+    from rltui.app import run_picker
+
+    return int(run_picker(refresh_hz=args.refresh_hz, mouse=not args.no_mouse, saves_root=args.saves))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -225,19 +219,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _run(engine: Engine, args: argparse.Namespace) -> int:
     if not args.headless:
-        app = _app_module()
-        if app is not None and hasattr(app, "run_dashboard"):
-            return int(app.run_dashboard(engine, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
-        print("note: the dashboard is not available yet; running headless", file=sys.stderr)
+        from rltui.app import run_dashboard
+
+        return int(run_dashboard(engine, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
     return run_headless(engine)
-
-
-def _app_module() -> Any:
-    try:
-        import rltui.app as app
-    except ImportError:
-        return None
-    return app
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -327,10 +312,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    app = _app_module()
-    if app is None or not hasattr(app, "run_watch"):
-        raise UsageError("watch needs the dashboard, which is not available in this installation")
-    return int(app.run_watch(args.run_dir, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
+    from rltui.app import run_watch
+
+    return int(run_watch(args.run_dir, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
 
 
 # --------------------------------------------------------------------------------------- headless

@@ -26,6 +26,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 import rltui
 
 ALGOS = ("mpo", "trpo")
+# The preset each algorithm starts from (Pendulum-v1 ships with gymnasium, no extra needed).
+DEFAULT_PRESETS = {"mpo": "pendulum-mpo", "trpo": "pendulum-trpo"}
 MUJOCO_EXTRA_HINT = "pip install 'rltui[mujoco]'"
 
 

@@ -222,6 +222,18 @@ async def test_picker_flow_starts_the_chosen_preset(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_picker_preselects_the_pendulum_default_of_each_algorithm(tmp_path):
+    app = _picker_app(tmp_path, [])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        picker = app.screen
+        assert picker.preset.name == "pendulum-mpo"
+        picker.query_one("#algo").query("RadioButton").last().value = True
+        await pilot.pause()
+        assert picker.preset.name == "pendulum-trpo"
+
+
+@pytest.mark.asyncio
 async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nalgo = "mpo"\n[env]\nid = "Pendulum-v1"\n[mpo]\nkl_epsilon = "abc"\n')

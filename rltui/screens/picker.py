@@ -22,7 +22,15 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
-from rltui.presets import Preset, PresetError, PresetInfo, list_presets, load_preset, resolve_device
+from rltui.presets import (
+    DEFAULT_PRESETS,
+    Preset,
+    PresetError,
+    PresetInfo,
+    list_presets,
+    load_preset,
+    resolve_device,
+)
 
 ALGOS = ("mpo", "trpo")
 PresetLoader = Callable[..., Preset]  # (path_or_name, *, check_env: bool) -> Preset
@@ -124,12 +132,15 @@ class PickerScreen(Screen[None]):
     def _fill_list(self) -> None:
         options = self.query_one("#presets", OptionList)
         options.clear_options()
+        default = 0
         for info in self._infos:
             if info.algo == self.algo or info.error:
+                if info.name == DEFAULT_PRESETS[self.algo]:
+                    default = options.option_count
                 label = info.name if not info.error else f"{info.name} (invalid)"
                 options.add_option(Option(label, id=str(info.path)))
         if options.option_count:
-            options.highlighted = 0
+            options.highlighted = default
         else:
             self._show_error(f"no {self.algo.upper()} presets found in ./presets or the bundled folder")
 
