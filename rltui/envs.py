@@ -1,7 +1,7 @@
 """Environments for training and evaluation, and the running normalisers.
 
-Training environments are always a `gymnasium.vector.SyncVectorEnv` (also for `num_envs == 1`, so the
-loops have one code path) in SAME_STEP autoreset mode: when an episode ends, `step` already returns the
+Training environments are always a `TrainingEnvs` (also for `num_envs == 1`, so the loops have one
+code path) with SAME_STEP autoreset: when an episode ends, `step` already returns the
 first observation of the next episode and the true last observation of the finished one is reported
 separately as `StepResult.final_obs`. The loops use it to bootstrap truncated episodes; termination and
 truncation are kept apart.
@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FlattenObservation
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -126,15 +125,20 @@ class StepResult:
 
 
 class TrainingEnvs:
-    """`num_envs` training environments stepped together; tracks the true episode returns."""
+    """`num_envs` training environments stepped together; tracks the true episode returns.
+
+    A plain loop over the environments with SAME_STEP autoreset: where an episode ends, the env
+    is reset at once, `obs` holds the new first observation and `final_obs` the true last one.
+    (gymnasium's SyncVectorEnv does the same with more per-step bookkeeping, which was a visible
+    share of a TRPO run on Pendulum.)
+    """
 
     def __init__(self, config: EnvSettings, seed: int) -> None:
         if config.num_envs < 1:
             raise EnvError(f"[env] num_envs: expected an integer >= 1, got {config.num_envs}")
         first = make_env(config)
         self.spec = env_spec(first)
-        makers: list[Callable[[], gym.Env]] = [lambda: first] + [lambda: make_env(config)] * (config.num_envs - 1)
-        self._vec = SyncVectorEnv(makers, autoreset_mode=AutoresetMode.SAME_STEP)
+        self._envs = [first] + [make_env(config) for _ in range(config.num_envs - 1)]
         self.num_envs = config.num_envs
         self._seed = seed
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
@@ -143,34 +147,36 @@ class TrainingEnvs:
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset all envs (env i gets seed + i) and return raw observations (n,O) float32."""
         base = self._seed if seed is None else seed
-        obs, _ = self._vec.reset(seed=[base + i for i in range(self.num_envs)])
-        self._vec.action_space.seed(base)
+        obs = np.stack([env.reset(seed=base + i)[0] for i, env in enumerate(self._envs)]).astype(np.float32)
         self._returns[:] = 0.0
         self._lengths[:] = 0
-        return np.asarray(obs, dtype=np.float32)
+        return obs
 
     def step(self, actions_exec: np.ndarray) -> StepResult:
-        obs, rewards, terminated, truncated, info = self._vec.step(np.asarray(actions_exec, dtype=np.float32))
-        obs = np.asarray(obs, dtype=np.float32)
-        rewards = np.asarray(rewards, dtype=np.float64)
-        terminated = np.asarray(terminated, dtype=bool)
-        truncated = np.asarray(truncated, dtype=bool)
-        self._returns += rewards
-        self._lengths += 1
+        n = self.num_envs
+        obs = np.empty((n, self.spec.obs_dim), dtype=np.float32)
+        rewards = np.empty(n, dtype=np.float64)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
         final_obs = obs
         finished: list[tuple[int, float, int]] = []
+        for i, env in enumerate(self._envs):
+            obs[i], rewards[i], terminated[i], truncated[i], _ = env.step(actions_exec[i])
+        self._returns += rewards
+        self._lengths += 1
         ended = np.flatnonzero(terminated | truncated)
         if ended.size:
             final_obs = obs.copy()
             for i in ended:
-                final_obs[i] = np.asarray(info["final_obs"][i], dtype=np.float32)
                 finished.append((int(i), float(self._returns[i]), int(self._lengths[i])))
                 self._returns[i] = 0.0
                 self._lengths[i] = 0
+                obs[i] = self._envs[i].reset()[0]
         return StepResult(obs, final_obs, rewards.astype(np.float32), terminated, truncated, finished)
 
     def close(self) -> None:
-        self._vec.close()
+        for env in self._envs:
+            env.close()
 
 
 class RunningMeanStd:
