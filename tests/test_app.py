@@ -258,63 +258,15 @@ async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
 
 
 # ---- the real engine on tiny Pendulum runs ------------------------------------------------------
-TINY = {
-    "mpo": """
-name = "ui-tiny-mpo"
-description = "tiny MPO for UI tests"
-algo = "mpo"
-[env]
-id = "Pendulum-v1"
-[train]
-total_steps = {steps}
-device = "cpu"
-replay_size = 5000
-update_after = 100
-batch_size = 32
-updates_per_step = 0.5
-[network]
-policy_layer_sizes = [16, 16]
-critic_layer_sizes = [16, 16]
-[mpo]
-action_samples = 4
-[eval]
-interval = 2000
-episodes = 1
-[checkpoint]
-interval = 0
-save_replay = false
-""",
-    "trpo": """
-name = "ui-tiny-trpo"
-description = "tiny TRPO for UI tests"
-algo = "trpo"
-[env]
-id = "Pendulum-v1"
-num_envs = 2
-[train]
-total_steps = {steps}
-device = "cpu"
-rollout_steps = 50
-[network]
-policy_layer_sizes = [16, 16]
-critic_layer_sizes = [16, 16]
-[trpo]
-value_epochs = 2
-value_minibatch_size = 32
-[eval]
-interval = 200
-episodes = 1
-[checkpoint]
-interval = 0
-""",
-}
-
-
 def _real_engine(algo: str, steps: int, saves_root):
+    """conftest's tiny preset: `steps` long, evaluations rare, no replay in checkpoints."""
+    from conftest import tiny_preset
     from rltui.engine import Engine, create_run_dir
-    from rltui.presets import preset_from_toml_text
 
-    preset = preset_from_toml_text(TINY[algo].replace("{steps}", str(steps)), f"<ui-tiny-{algo}>")
+    overrides = {"train": {"total_steps": steps}, "eval": {"interval": 2000 if algo == "mpo" else 200}}
+    if algo == "mpo":
+        overrides["checkpoint"] = {"save_replay": False}
+    preset = tiny_preset(algo, overrides)
     return Engine(preset, create_run_dir(preset, saves_root))
 
 
