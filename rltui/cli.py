@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -58,24 +59,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`, else a one-line error."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return parse
 
 
 def _refresh_hz(text: str) -> float:
@@ -110,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="start a new run from a preset")
     train.add_argument("preset", metavar="PRESET", help="preset name (see `rltui presets`) or path to a .toml file")
     _add_set_option(train)
-    train.add_argument("--seed", type=_non_negative_int, help="shorthand for --set train.seed=N")
+    train.add_argument("--seed", type=_int_at_least(0), help="shorthand for --set train.seed=N")
     train.add_argument("--device", help='shorthand for --set train.device="D" (auto, cpu, cuda, cuda:N)')
     train.add_argument("--saves", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                        help="where the run directory is created (default ./saves)")
@@ -125,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a saved agent")
     evaluate.add_argument("path", type=Path, metavar="RUN_DIR|CHECKPOINT_DIR")
-    evaluate.add_argument("--episodes", type=_positive_int, default=10, help="episodes to run (default 10)")
+    evaluate.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes to run (default 10)")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
-    evaluate.add_argument("--seed", type=_non_negative_int,
+    evaluate.add_argument("--seed", type=_int_at_least(0),
                           help="base seed (default: the run's seed, i.e. the episodes of its evaluations)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
