@@ -24,6 +24,13 @@ class ReplayError(Exception):
     """A replay file that cannot be used; str() is a one-line message."""
 
 
+def replay_bytes(capacity: int, num_envs: int, obs_dim: int, act_dim: int) -> int:
+    """Bytes the arrays of a `ReplayBuffer(capacity, num_envs, obs_dim, act_dim)` occupy."""
+    rows = max(1, capacity // num_envs)
+    values_per_transition = 2 * obs_dim + 2 * act_dim + 4  # obs, next_obs, two actions, 4 scalars
+    return rows * num_envs * values_per_transition * np.dtype(np.float32).itemsize
+
+
 class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, obs_dim: int, act_dim: int) -> None:
         """`capacity` transitions in total, i.e. capacity // num_envs rows."""

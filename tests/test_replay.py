@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rltui.replay import FIELDS, ONE_STEP_KEYS, ReplayBuffer, ReplayError
+from rltui.replay import FIELDS, ONE_STEP_KEYS, ReplayBuffer, ReplayError, replay_bytes
 
 
 def fill(buffer: ReplayBuffer, start: int, count: int) -> None:
@@ -80,3 +80,8 @@ def test_load_rejects_foreign_and_mismatched_files(tmp_path):
     buffer.save(good)
     with pytest.raises(ReplayError, match="do not match"):
         ReplayBuffer(10, 1, 3, 1).load(good)
+
+
+def test_replay_bytes_matches_the_allocated_arrays() -> None:
+    buffer = ReplayBuffer(capacity=1001, num_envs=2, obs_dim=5, act_dim=3)
+    assert replay_bytes(1001, 2, 5, 3) == sum(array.nbytes for array in buffer._data.values())
