@@ -26,6 +26,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import FlattenObservation
 
+from rltui import env_state
+
 EVAL_SEED_OFFSET = 1_000_000
 REWARD_CLIP = 10.0
 _EPS = 1e-8
@@ -174,6 +176,29 @@ class TrainingEnvs:
                 obs[i] = self._envs[i].reset()[0]
         return StepResult(obs, final_obs, rewards.astype(np.float32), terminated, truncated, finished)
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """Every env's state and the returns of the episodes in progress, or None when an env's
+        state cannot be captured (see `rltui.env_state`). Plain Python values only."""
+        states = [env_state.capture(env) for env in self._envs]
+        if any(state is None for state in states):
+            return None
+        return {"envs": states, "returns": self._returns.tolist(), "lengths": self._lengths.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the episodes of `state_dict()`: the envs are reset (to ready their wrappers)
+        and then put back into the saved states. Raises EnvStateError when it does not fit."""
+        if len(state["envs"]) != self.num_envs:
+            raise env_state.EnvStateError(f"saved state holds {len(state['envs'])} envs, expected {self.num_envs}")
+        returns = np.asarray(state["returns"], dtype=np.float64)
+        lengths = np.asarray(state["lengths"], dtype=np.int64)
+        if returns.shape != (self.num_envs,) or lengths.shape != (self.num_envs,):
+            raise env_state.EnvStateError("saved episode returns do not fit the envs")
+        self.reset()
+        for env, saved in zip(self._envs, state["envs"]):
+            env_state.restore(env, saved)
+        self._returns[:] = returns
+        self._lengths[:] = lengths
+
     def close(self) -> None:
         for env in self._envs:
             env.close()
@@ -258,11 +283,23 @@ class RewardNormalizer:
         scaled = rewards / np.sqrt(self.stats.var + _EPS)
         return np.clip(scaled, -REWARD_CLIP, REWARD_CLIP).astype(np.float32)
 
+    def end_episodes(self) -> None:
+        """Restart every env's discounted return (its episode will not be continued)."""
+        self._discounted[:] = 0.0
+
     def state_dict(self) -> dict[str, Any]:
-        return self.stats.state_dict()
+        return {**self.stats.state_dict(), "discounted": self._discounted.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Statistics and, where saved, each env's discounted return of the episode in progress."""
         self.stats.load_state_dict(state)
+        if "discounted" in state:
+            discounted = np.asarray(state["discounted"], dtype=np.float64)
+            if discounted.shape != self._discounted.shape:
+                raise ValueError(f"saved discounted returns of shape {discounted.shape}, expected {self._discounted.shape}")
+            self._discounted = discounted
+        else:  # saved before rltui kept them
+            self.end_episodes()
 
 
 Policy = Callable[[np.ndarray], np.ndarray]
