@@ -751,6 +751,8 @@ class MPOAgent:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict()`. The optimisers keep their saved moments but take this agent's
+        learning rates (and SGD momentum), so settings changed for a resumed run take effect."""
         self.policy.load_state_dict(state["policy"])
         self.policy_target.load_state_dict(state["policy_target"])
         self.q.load_state_dict(state["q"])
@@ -760,6 +762,20 @@ class MPOAgent:
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.dual_optimizer.load_state_dict(state["dual_optimizer"])
         self.num_updates = int(state["num_updates"])
+        self._apply_optimizer_settings()
+
+    def _apply_optimizer_settings(self) -> None:
+        """Learning rates (and SGD momentum) of this agent on every optimiser's parameter groups."""
+        rates = [
+            (self.q_optimizer.param_groups, [self.q_lr]),
+            (self.policy_optimizer.param_groups, [self.policy_lr / self.m_steps]),
+            (self.dual_optimizer.param_groups, [self.temperature_lr, self.lambda_lr]),
+        ]
+        for groups, lrs in rates:
+            for group, lr in zip(groups, lrs, strict=True):
+                group["lr"] = lr
+                if "momentum" in group:
+                    group["momentum"] = self.sgd_momentum
 
 
 def retrace_target(

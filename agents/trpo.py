@@ -533,7 +533,13 @@ class TRPOAgent:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`. The value optimiser keeps its saved moments but takes this
+        agent's `value_lr` (and SGD momentum), so settings changed for a resumed run take effect."""
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])
         self.value_optimizer.load_state_dict(state["value_optimizer"])
         self.num_updates = int(state["num_updates"])
+        for group in self.value_optimizer.param_groups:
+            group["lr"] = self.value_lr
+            if "momentum" in group:
+                group["momentum"] = self.sgd_momentum

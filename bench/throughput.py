@@ -18,7 +18,8 @@ from pathlib import Path
 # Run as a script, bench/ is first on sys.path and bench/agents.py would shadow the agents package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rltui.engine import Engine, create_run_dir
+from rltui.engine import Engine
+from rltui.rundir import create_run_dir
 from rltui.presets import load_preset
 
 

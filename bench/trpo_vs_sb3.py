@@ -25,7 +25,8 @@ import torch
 # Run as a script, bench/ is first on sys.path and bench/agents.py would shadow the agents package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rltui.engine import Engine, create_run_dir, make_policy
+from rltui.engine import Engine, make_policy
+from rltui.rundir import create_run_dir
 from rltui.envs import eval_seeds
 from rltui.presets import load_preset
 

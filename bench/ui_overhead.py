@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rltui.app import RlTuiApp
-from rltui.engine import Engine, create_run_dir
+from rltui.engine import Engine
+from rltui.rundir import create_run_dir
 from rltui.presets import load_preset
 
 PRESETS = ("pendulum-mpo", "pendulum-trpo")

@@ -50,7 +50,8 @@ EngineFactory = Callable[[Any, Path], EngineLike]
 
 def create_engine(preset: Any, saves_root: Path) -> EngineLike:
     """Default factory used by the picker: a fresh run directory and an Engine for `preset`."""
-    from rltui.engine import Engine, create_run_dir  # torch is imported only when a run starts
+    from rltui.engine import Engine  # torch is imported only when a run starts
+    from rltui.rundir import create_run_dir
 
     return Engine(preset, create_run_dir(preset, saves_root))
 

@@ -16,12 +16,16 @@ Both .pt files hold only tensors and plain Python containers and are read with
 modified or foreign file gives a one-line `CheckpointError` and nothing in it runs.
 
 Atomicity: everything is written (and fsync'ed) into `step-<N>.tmp-<pid>` and renamed to `step-<N>`;
-a process killed at any moment leaves at worst a temp directory, which `latest_checkpoint` ignores and
-a later save removes. Saving again at an existing step replaces it the same way (the old copy is
-renamed aside first). After a save only the newest `keep` checkpoints are kept.
+a process killed at any moment leaves at worst a temp directory, which readers ignore and the next
+owner of the run removes. Saving again at an existing step first renames the old copy aside to
+`step-<N>.old-<pid>`, then renames the new one in, then removes the old one: a kill between the two
+renames leaves the complete old copy, which readers use in place of the missing `step-<N>` and
+`recover_checkpoints` (run by the next owner of the run, under its lock) renames back. After a save
+only the newest `keep` checkpoints are kept; names in `checkpoints/` that are not ours are left alone.
 
-Environment RNG state is not saved: on resume the training environments are re-seeded from the run
-seed and the step count, and the episode in progress at save time is not continued.
+The engine state also holds the training environments' state where it can be captured
+(`rltui.env_state`), the observation they were last at, and TRPO's rollout in progress, so a resume
+continues the very episodes and rollout that were interrupted.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ STATE_FILE = "state.pt"
 PRESET_FILE = "preset.toml"
 REPLAY_FILE = "replay.npz"
 META_FILE = "meta.json"
-_FINAL_NAME = re.compile(r"^step-(\d+)$")
-_TEMP_NAME = re.compile(r"^step-\d+\.(tmp|old)-(\d+)$")
+_FINAL_NAME = re.compile(r"^step-(0|[1-9][0-9]{0,18})$")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_LEFTOVER_NAME = re.compile(r"^step-(0|[1-9][0-9]{0,18})\.(tmp|old)-([0-9]{1,10})$")
 
 
 class CheckpointError(Exception):
@@ -71,16 +76,54 @@ def checkpoints_dir(run_dir: Path) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Finished checkpoints of a run as (step, path), oldest first; temp directories are ignored."""
+    """Complete checkpoints of a run as (step, path), oldest first.
+
+    A `step-<N>.old-<pid>` copy stands in for a missing `step-<N>` (a re-save killed between its
+    two renames); temp directories, symlinks and names that are not ours are ignored.
+    """
     root = checkpoints_dir(run_dir)
-    if not root.is_dir():
+    finals: dict[int, Path] = {}
+    asides: dict[int, Path] = {}
+    for child in _children(root):
+        final, leftover = _FINAL_NAME.match(child.name), _LEFTOVER_NAME.match(child.name)
+        if not _is_complete(child):
+            continue
+        if final:
+            finals[int(final.group(1))] = child
+        elif leftover and leftover.group(2) == "old":
+            asides.setdefault(int(leftover.group(1)), child)
+    return sorted({**asides, **finals}.items())
+
+
+def _children(root: Path) -> list[Path]:
+    try:
+        return list(root.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = []
-    for child in root.iterdir():
-        match = _FINAL_NAME.match(child.name)
-        if match and child.is_dir() and (child / META_FILE).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
+
+
+def _is_complete(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and (path / META_FILE).is_file()
+
+
+def recover_checkpoints(run_dir: Path) -> None:
+    """Tidy what a killed save left behind; only for the owner of the run (under its lock).
+
+    A set-aside old copy whose step has no complete checkpoint is renamed back; every other
+    leftover (temp directories, set-aside copies already replaced) is removed.
+    """
+    root = checkpoints_dir(run_dir)
+    for child in sorted(_children(root), key=lambda path: path.name):
+        leftover = _LEFTOVER_NAME.match(child.name)
+        if not leftover or not child.is_dir() or child.is_symlink():
+            continue
+        final = root / f"step-{leftover.group(1)}"
+        if leftover.group(2) == "old" and _is_complete(child) and not _is_complete(final):
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)  # an incomplete final copy
+            os.rename(child, final)
+        else:
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -157,12 +200,13 @@ def save_checkpoint(
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Keep the newest `keep` checkpoints; remove temp directories left by processes no longer alive."""
+    """Keep the newest `keep` checkpoints; remove temp directories of processes no longer alive."""
     for _, path in list_checkpoints(run_dir)[: -max(1, keep)]:
         shutil.rmtree(path, ignore_errors=True)
-    for child in checkpoints_dir(run_dir).iterdir():
-        match = _TEMP_NAME.match(child.name)
-        if match and not _pid_alive(int(match.group(2))):
+    for child in _children(checkpoints_dir(run_dir)):
+        leftover = _LEFTOVER_NAME.match(child.name)
+        if leftover and leftover.group(2) == "tmp" and child.is_dir() and not child.is_symlink() \
+                and not _pid_alive(int(leftover.group(3))):
             shutil.rmtree(child, ignore_errors=True)
 
 
@@ -203,17 +247,25 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path}: not a checkpoint (no {META_FILE})")
     try:
-        meta = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{file}: unreadable ({exc})") from None
+        meta = json.loads(file.read_bytes())
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{file}: unreadable, not valid JSON ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot read ({exc.strerror})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an rltui checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {meta.get('format_version')!r}, this rltui reads {FORMAT_VERSION}"
         )
-    if not isinstance(meta.get("files"), dict) or not isinstance(meta.get("step"), int):
-        raise CheckpointError(f"{file}: missing 'files' or 'step'")
+    step, files = meta.get("step"), meta.get("files")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{file}: 'step' must be an integer >= 0, got {step!r:.40}")
+    if not isinstance(files, dict) or not all(
+        isinstance(name, str) and isinstance(digest, str) and _SHA256_HEX.fullmatch(digest)
+        for name, digest in files.items()
+    ):
+        raise CheckpointError(f"{file}: 'files' must map file names to SHA-256 hex digests")
     return meta
 
 
@@ -263,7 +315,7 @@ def _pid_alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True

@@ -164,8 +164,11 @@ def _is_bad_input(exc: Exception) -> bool:
     from rltui.envs import EnvError
     from rltui.presets import PresetError
     from rltui.replay import ReplayError
+    from rltui.resume import ResumeError
+    from rltui.rundir import RunLockedError
 
-    return isinstance(exc, (UsageError, PresetError, CheckpointError, EnvError, ReplayError, OSError))
+    bad_input = (UsageError, PresetError, CheckpointError, EnvError, ReplayError, ResumeError, RunLockedError, OSError)
+    return isinstance(exc, bad_input)
 
 
 # --------------------------------------------------------------------------------------- commands
@@ -178,7 +181,8 @@ def _cmd_default(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rltui.engine import Engine, create_run_dir
+    from rltui.engine import Engine
+    from rltui.rundir import create_run_dir
     from rltui.presets import load_preset
 
     overrides = list(args.overrides or [])
@@ -197,7 +201,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from rltui.engine import PRESET_FILE, Engine
+    from rltui.engine import Engine
+    from rltui.rundir import PRESET_FILE
     from rltui.presets import load_preset
 
     run_dir: Path = args.run_dir
@@ -206,10 +211,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if not (run_dir / PRESET_FILE).is_file():
         raise UsageError(f"{run_dir}: no {PRESET_FILE} (expected a run directory made by `rltui train`)")
     preset = load_preset(str(run_dir / PRESET_FILE), list(args.overrides or []))
-    engine = Engine(preset, run_dir, resume=True)
-    if engine.step >= engine.total_steps:
-        print(f"note: the run is already at step {engine.step} of {engine.total_steps}; raise it with "
-              f"--set train.total_steps=N", file=sys.stderr)
+    engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
     return _run(engine, args)
 
 

@@ -1,6 +1,6 @@
 """The training engine: one interface, an MPO loop and a TRPO loop, run on a thread.
 
-    engine = Engine(preset, create_run_dir(preset, Path("saves")))
+    engine = Engine(preset, rltui.rundir.create_run_dir(preset, Path("saves")))
     engine.subscribe(print)          # called on the engine thread with every rltui.events.Event
     thread = engine.start()          # or engine.run() to block
     engine.pause(); engine.resume(); engine.request_checkpoint(); engine.request_evaluation(5)
@@ -16,6 +16,15 @@ credit), each on a batch sampled from replay (sequences of `retrace_steps` when 
 normalised with the current observation statistics.
 TRPO: rollouts of `rollout_steps` per env with values and log-probs from `agent.act`, GAE through
 `agents.trpo.compute_gae` bootstrapping truncated episodes from V(final observation), one update.
+A run that reaches `total_steps` mid-rollout keeps the partial rollout for a resume; it does not
+learn from it.
+
+A run directory has one owner: the engine takes its lock (rltui.rundir) before writing anything
+and releases it when `run()` ends (or on `close()` for an engine that never runs). Checkpoints hold
+everything needed to continue exactly (networks, optimisers, duals, counters, normalisers, RNGs,
+replay, the environments' state where it can be captured, TRPO's rollout in progress): a run stopped
+at any step and resumed gives the same weights as one that never stopped. The run log is part of the
+run: when it cannot be written the run fails (FAILED, one ErrorRaised) rather than go on unrecorded.
 
 Every exception inside the loop becomes an ErrorRaised event and the FAILED state; a subscriber that
 raises is reported once (WarningRaised) and never stops the loop.
@@ -41,6 +50,7 @@ import numpy as np
 import torch
 
 from rltui import checkpoint as ckpt
+from rltui.env_state import EnvStateError
 from rltui.envs import (
     EnvSpec,
     ObsNormalizer,
@@ -63,20 +73,26 @@ from rltui.events import (
     UpdateMetrics,
     WarningRaised,
 )
-from rltui.presets import Preset, preset_to_toml, resolve_device
+from rltui.presets import Preset, PresetError, preset_from_toml_text, preset_to_toml, resolve_device
 from rltui.replay import ReplayBuffer, ReplayError
+from rltui.resume import ResumeError, check_resume
+from rltui.rollout import RolloutBuffer, RolloutError
+from rltui.rundir import RunLock, write_preset
 from rltui.runlog import LOG_NAME, RunLogWriter
 
 log = logging.getLogger(__name__)
 
 METRICS_INTERVAL_S = 0.5
 STREAM_FIRST_INDEX = 500_000  # evaluation-mode episodes use seeds apart from interval evaluations
-RESUME_SEED_OFFSET = 2**32  # training envs re-seeded on resume: seed + offset + env steps
-PRESET_FILE = "preset.toml"
+RESUME_SEED_OFFSET = 2**32  # envs whose state was not saved are re-seeded on resume: seed + offset + env steps
 
 
 class _Stop(Exception):
     """Unwinds the loop when stop() was requested."""
+
+
+class RunLogError(Exception):
+    """The run log cannot be written; the run fails rather than go on unrecorded."""
 
 
 @dataclass
@@ -141,29 +157,6 @@ def make_policy(agent: Any, algo: str, spec: EnvSpec, device: torch.device, dete
     return trpo_policy
 
 
-def create_run_dir(preset: Preset, saves_root: Path) -> Path:
-    """saves_root/<name>-<YYYYmmdd-HHMMSS>/ (suffixed -2, -3... if taken), holding preset.toml."""
-    saves_root = Path(saves_root)
-    saves_root.mkdir(parents=True, exist_ok=True)
-    stem = f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir, n = saves_root / stem, 1
-    while True:
-        try:
-            run_dir.mkdir()
-            break
-        except FileExistsError:
-            n += 1
-            run_dir = saves_root / f"{stem}-{n}"
-    write_preset(run_dir, preset)
-    return run_dir
-
-
-def write_preset(run_dir: Path, preset: Preset) -> None:
-    temp = run_dir / f".{PRESET_FILE}.tmp"
-    temp.write_text(preset_to_toml(preset))
-    temp.replace(run_dir / PRESET_FILE)
-
-
 class _MetricsWindow:
     """Averages update metrics between UpdateMetrics events; tracks step and update rates.
 
@@ -222,6 +215,15 @@ class Engine:
         self.total_steps = preset.train.total_steps
         self.state = RunState.STARTING
         self.device = torch.device(resolve_device(preset.train.device))
+        self._lock = RunLock(self.run_dir)  # before anything in the run directory is read or written
+        self._envs: TrainingEnvs | None = None
+        try:
+            self._build(preset, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, preset: Preset, resume: bool) -> None:
         self._subscribers: list[Callable[[Event], None]] = []
         self._failed_subscribers: set[int] = set()
         self._commands: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -255,12 +257,19 @@ class Engine:
             if self.algo == "mpo"
             else None
         )
+        self.rollout = (
+            RolloutBuffer(preset.train.rollout_steps, self._envs.num_envs, self.spec.obs_dim, self.spec.act_dim)
+            if self.algo == "trpo"
+            else None
+        )
         self.counters = Counters()
+        self._log: RunLogWriter | None = None
         self._eval_env: gym.Env | None = None
         self._stream_env: gym.Env | None = None
         self._last_eval_step = -1
         self._last_saved: tuple[int, int] | None = None
         self._reset_seed = seed
+        self._obs: np.ndarray | None = None  # set by a resume that continues the saved episodes
         if resume:
             self._restore()
         write_preset(self.run_dir, preset)
@@ -298,6 +307,13 @@ class Engine:
         thread.start()
         return thread
 
+    def close(self) -> None:
+        """Close the environments and give up the run directory; `run()` does this when it ends."""
+        for env in (self._envs, getattr(self, "_eval_env", None), getattr(self, "_stream_env", None)):
+            if env is not None:
+                env.close()
+        self._lock.release()
+
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> None:
@@ -305,10 +321,8 @@ class Engine:
         if self._started:
             raise RuntimeError("Engine.run() can only be called once")
         self._started = True
-        writer: RunLogWriter | None = None
         try:
-            writer = RunLogWriter(self.run_dir / LOG_NAME)
-            self._subscribers.insert(0, writer)
+            self._log = RunLogWriter(self.run_dir / LOG_NAME)
             self._emit(RunStarted(
                 step=self.step, name=self.preset.name, algo=self.algo, env_id=self.preset.env.id,
                 device=str(self.device), total_steps=self.total_steps, run_dir=str(self.run_dir),
@@ -317,8 +331,9 @@ class Engine:
             for note in self._notes:
                 self._warn(note)
             self._set_state(RunState.RUNNING)
-            self._obs = self._envs.reset(seed=self._reset_seed)
-            self.obs_normalizer.update(self._obs)
+            if self._obs is None:  # a new run, or a resume that could not continue the saved episodes
+                self._obs = self._envs.reset(seed=self._reset_seed)
+                self.obs_normalizer.update(self._obs)
             self._window.restart(self.step)
             stopped = False
             try:
@@ -330,24 +345,35 @@ class Engine:
                 stopped = True
             self._finish(stopped)
         except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0] if not isinstance(exc, RunLogError) else str(exc)
             self._emit(ErrorRaised(step=self.step, message=message, traceback=traceback.format_exc()))
             self._set_state(RunState.FAILED, message)
         finally:
-            for env in (self._envs, self._eval_env, self._stream_env):
-                if env is not None:
-                    env.close()
-            if writer is not None:
-                self._subscribers.remove(writer)
-                writer.close()
+            self._close_log()
+            self.close()
 
     def _train_mpo(self) -> None:
+        """Pending updates first, then one env step; so a resumed run (which may have stopped
+        between the updates of one step) does exactly what an uninterrupted one does."""
         assert self.replay is not None
         train = self.preset.train
         use_retrace = bool(agent_setting(self.preset, "use_retrace"))
         retrace_steps = int(agent_setting(self.preset, "retrace_steps"))
         n = self._envs.num_envs
-        while self.step < self.total_steps:
+        while True:
+            while self.counters.update_credit >= 1.0:
+                self._service()
+                if use_retrace:
+                    batch = self.replay.sample_sequences(train.batch_size, retrace_steps, self._sampler)
+                else:
+                    batch = self.replay.sample(train.batch_size, self._sampler)
+                batch["obs"] = self.obs_normalizer.normalize(batch["obs"])
+                batch["next_obs"] = self.obs_normalizer.normalize(batch["next_obs"])
+                self._record_update(self.agent.update(batch))
+                self.counters.update_credit -= 1.0
+            self._periodic()
+            if self.step >= self.total_steps:
+                return
             self._service()
             obs = self._obs
             a_exec, a_raw, log_prob = self.agent.act_with_logp(self.obs_normalizer.normalize(obs), deterministic=False)
@@ -364,38 +390,24 @@ class Engine:
                 behaviour_log_probs=np.asarray(log_prob, dtype=np.float32).reshape(n),
             )
             self._after_env_step(result.obs, result.finished)
-            if self.step < max(train.update_after, self.counters.warmup_until):
-                continue
-            if use_retrace and not self.replay.can_sample_sequences(retrace_steps):
-                continue
-            self.counters.update_credit += train.updates_per_step * n
-            while self.counters.update_credit >= 1.0:
-                self._service()
-                if use_retrace:
-                    batch = self.replay.sample_sequences(train.batch_size, retrace_steps, self._sampler)
-                else:
-                    batch = self.replay.sample(train.batch_size, self._sampler)
-                batch["obs"] = self.obs_normalizer.normalize(batch["obs"])
-                batch["next_obs"] = self.obs_normalizer.normalize(batch["next_obs"])
-                self._record_update(self.agent.update(batch))
-                self.counters.update_credit -= 1.0
-            self._periodic()
+            learning = self.step >= max(train.update_after, self.counters.warmup_until)
+            if learning and (not use_retrace or self.replay.can_sample_sequences(retrace_steps)):
+                self.counters.update_credit += train.updates_per_step * n
 
     def _train_trpo(self) -> None:
-        from agents.trpo import RolloutActor, compute_gae
+        """Fill the rollout (a resumed one may be part-filled), then update on it. At total_steps
+        a part-filled rollout is kept (in the final checkpoint) rather than learnt from."""
+        from agents.trpo import RolloutActor
 
-        n, horizon = self._envs.num_envs, self.preset.train.rollout_steps
-        obs_dim, act_dim = self.spec.obs_dim, self.spec.act_dim
+        assert self.rollout is not None
+        rollout = self.rollout
         gamma = agent_setting(self.preset, "gamma")
         gae_lambda = agent_setting(self.preset, "gae_lambda")
-        obs_buf = np.zeros((horizon, n, obs_dim), dtype=np.float32)
-        act_buf = np.zeros((horizon, n, act_dim), dtype=np.float32)
-        logp_buf, value_buf, reward_buf, final_value_buf = (np.zeros((horizon, n), dtype=np.float32) for _ in range(4))
-        term_buf, trunc_buf = np.zeros((horizon, n), dtype=bool), np.zeros((horizon, n), dtype=bool)
-        while self.step < self.total_steps:
-            length = 0
+        while True:
             actor = RolloutActor(self.agent, self._sampler)  # the policy is fixed until the next update
-            for t in range(horizon):
+            while not rollout.full:
+                if self.step >= self.total_steps:
+                    return
                 self._service()
                 obs_norm = self.obs_normalizer.normalize(self._obs)
                 action, log_prob, value = actor.act(obs_norm)
@@ -403,32 +415,14 @@ class Engine:
                 rewards = result.rewards
                 if self.reward_normalizer is not None:
                     rewards = self.reward_normalizer(rewards, result.dones)
-                obs_buf[t], act_buf[t], reward_buf[t] = obs_norm, action, rewards
-                logp_buf[t], value_buf[t] = log_prob, value
-                term_buf[t], trunc_buf[t] = result.terminated, result.truncated & ~result.terminated
-                if trunc_buf[t].any():
-                    final_value_buf[t] = actor.values(self.obs_normalizer.normalize(result.final_obs))
+                truncated = result.truncated & ~result.terminated
+                final_values = actor.values(self.obs_normalizer.normalize(result.final_obs)) if truncated.any() else None
+                rollout.add(obs=obs_norm, actions=action, log_probs=log_prob, values=value, rewards=rewards,
+                            terminated=result.terminated, truncated=truncated, final_values=final_values)
                 self._after_env_step(result.obs, result.finished)
-                length = t + 1
-                if self.step >= self.total_steps:
-                    break
             self._service()
-            next_values = np.empty((length, n), dtype=np.float32)
-            next_values[:-1] = value_buf[1:length]
-            next_values[-1] = actor.values(self.obs_normalizer.normalize(self._obs))
-            truncated = trunc_buf[:length]
-            next_values[truncated] = final_value_buf[:length][truncated]
-            advantages, returns = compute_gae(
-                reward_buf[:length], value_buf[:length], next_values, term_buf[:length],
-                term_buf[:length] | truncated, gamma, gae_lambda,
-            )
-            batch = {
-                "obs": obs_buf[:length].reshape(-1, obs_dim),
-                "actions": act_buf[:length].reshape(-1, act_dim),
-                "log_probs": logp_buf[:length].reshape(-1),
-                "returns": returns.reshape(-1),
-                "advantages": advantages.reshape(-1),
-            }
+            batch = rollout.batch(actor.values(self.obs_normalizer.normalize(self._obs)), gamma, gae_lambda)
+            rollout.clear()
             self._record_update(self.agent.update({k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}))
             self._periodic()
 
@@ -621,6 +615,9 @@ class Engine:
             "counters": dict(vars(self.counters)),
             "obs_normalizer": self.obs_normalizer.state_dict(),
             "reward_normalizer": None if self.reward_normalizer is None else self.reward_normalizer.state_dict(),
+            "envs": self._envs.state_dict(),
+            "obs": torch.from_numpy(np.array(self._obs, dtype=np.float32)),
+            "rollout": None if self.rollout is None else self.rollout.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -632,43 +629,85 @@ class Engine:
         }
 
     def _restore(self) -> None:
+        """Load the latest checkpoint into the freshly built engine, or raise CheckpointError /
+        ResumeError with nothing in the run directory changed but leftovers of a killed save."""
+        ckpt.recover_checkpoints(self.run_dir)
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
             raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoints to resume from")
         checkpoint = ckpt.load_checkpoint(path)
+        try:
+            saved_preset = preset_from_toml_text(checkpoint.preset_text, str(path / ckpt.PRESET_FILE))
+        except PresetError as exc:
+            raise ckpt.CheckpointError(f"{path}: its preset.toml is not valid ({exc})") from None
+        check_resume(saved_preset, self.preset, self.run_dir, checkpoint.step)
         state = checkpoint.engine_state
         try:
-            found = (state["algo"], state["env_id"], state["obs_dim"], state["act_dim"], state["num_envs"])
+            found = tuple(state[key] for key in ("algo", "env_id", "obs_dim", "act_dim", "num_envs"))
             wanted = (self.algo, self.preset.env.id, self.spec.obs_dim, self.spec.act_dim, self._envs.num_envs)
             if found != wanted:
                 raise ckpt.CheckpointError(
                     f"{path}: checkpoint is for (algo, env, obs, act, num_envs) = {found}, the preset gives {wanted}"
                 )
-            self.agent.load_state_dict(checkpoint.agent_state)
-            self.counters = Counters(**state["counters"])
+            self.agent.load_state_dict(checkpoint.agent_state)  # the preset's learning rates apply
+            self.counters = _counters_from(state["counters"])
+            if self.counters.env_steps != checkpoint.step:
+                raise ValueError(f"counters say step {self.counters.env_steps}, meta.json says {checkpoint.step}")
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
             if self.reward_normalizer is not None and state["reward_normalizer"] is not None:
                 self.reward_normalizer.load_state_dict(state["reward_normalizer"])
             self._restore_rng(state["rng"])
-        except ckpt.CheckpointError:
+            if self.replay is not None:
+                self._restore_replay(checkpoint, path)
+            if self.rollout is not None and state.get("rollout") is not None:
+                self.rollout.load_state_dict(state["rollout"])
+            self._restore_episodes(state, path)
+        except (ckpt.CheckpointError, ResumeError):
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (ReplayError, RolloutError, EnvStateError) as exc:
+            raise ckpt.CheckpointError(f"{path}: {exc}") from None
+        except Exception as exc:  # any other misfit of the saved values (types, shapes, keys)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ckpt.CheckpointError(f"{path}: does not fit this preset ({type(exc).__name__}: {first})") from None
-        if self.replay is not None:
-            if checkpoint.replay_path is not None:
-                try:
-                    self.replay.load(checkpoint.replay_path)
-                except ReplayError as exc:
-                    raise ckpt.CheckpointError(str(exc)) from None
-            else:
-                self.counters.warmup_until = self.step + self.preset.train.update_after
-                self._notes.append(
-                    f"checkpoint {path.name} holds no replay buffer: refilling {self.preset.train.update_after} "
-                    "steps before updating again"
-                )
-        self._reset_seed = self.preset.train.seed + RESUME_SEED_OFFSET + self.step
         self._last_saved = (self.step, self.counters.updates + self.counters.skipped_updates)
+
+    def _restore_replay(self, checkpoint: ckpt.Checkpoint, path: Path) -> None:
+        assert self.replay is not None
+        if checkpoint.replay_path is not None:
+            self.replay.load(checkpoint.replay_path)
+            return
+        self.counters.warmup_until = self.step + self.preset.train.update_after
+        self._notes.append(
+            f"checkpoint {path.name} holds no replay buffer: refilling {self.preset.train.update_after} "
+            "steps before updating again"
+        )
+
+    def _restore_episodes(self, state: dict[str, Any], path: Path) -> None:
+        """Continue the episodes in progress at save time where their state was saved; otherwise
+        end them at the saved step (replay, rollout and reward scale agree) and re-seed the envs."""
+        saved_obs = state.get("obs")
+        if saved_obs is not None:
+            saved_obs = saved_obs.numpy()
+            if saved_obs.shape != (self._envs.num_envs, self.spec.obs_dim):
+                raise ValueError(f"saved observations of shape {tuple(saved_obs.shape)}")
+        if state.get("envs") is not None and saved_obs is not None:
+            self._envs.load_state_dict(state["envs"])
+            self._obs = saved_obs.astype(np.float32)
+            return
+        self._notes.append(
+            f"checkpoint {path.name} holds no state of the {self.preset.env.id} environments: the episodes in "
+            f"progress at step {self.step:,} end there and the environments start new ones"
+        )
+        self._reset_seed = self.preset.train.seed + RESUME_SEED_OFFSET + self.step
+        if self.replay is not None:
+            self.replay.end_episodes()
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.end_episodes()
+        if self.rollout is not None and saved_obs is not None:
+            from agents.trpo import RolloutActor
+
+            actor = RolloutActor(self.agent, self._sampler)
+            self.rollout.end_episodes(actor.values(self.obs_normalizer.normalize(saved_obs)))
 
     def _restore_rng(self, rng: dict[str, Any]) -> None:
         torch.set_rng_state(rng["torch"])
@@ -693,6 +732,14 @@ class Engine:
         self._emit(WarningRaised(step=self.step, message=message))
 
     def _emit(self, event: Event) -> None:
+        """The run log first (a failure to write it fails the run), then every subscriber."""
+        if self._log is not None:
+            try:
+                self._log(event)
+            except OSError as exc:
+                path = self._log.path
+                self._close_log()
+                raise RunLogError(f"cannot write the run log {path}: {exc.strerror or exc}") from None
         broken = []
         for callback in list(self._subscribers):
             try:
@@ -705,6 +752,25 @@ class Engine:
         for text in broken:
             log.warning("event subscriber raised %s; its further errors are ignored", text)
             self._warn(f"an event subscriber raised ({text}); its further errors are ignored")
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            try:
+                self._log.close()
+            except OSError:
+                pass  # already reported: the run failed on its first write error
+            self._log = None
+
+
+def _counters_from(saved: Any) -> Counters:
+    """Counters from a checkpoint, every value checked for its type and sign."""
+    if not isinstance(saved, dict) or set(saved) != {f for f in vars(Counters())}:
+        raise ValueError(f"counters must have the keys {sorted(vars(Counters()))}")
+    for name, value in saved.items():
+        kind = float if name == "update_credit" else int
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value < 0:
+            raise ValueError(f"counter {name} must be a non-negative {kind.__name__}, got {value!r:.40}")
+    return Counters(**saved)
 
 
 def _crossed(previous: int, current: int, interval: int) -> bool:

@@ -88,27 +88,43 @@ class ReplayBuffer:
         with open(path, "wb") as handle:
             np.savez(handle, format=np.array(_FORMAT), meta=meta, **arrays)
 
+    def end_episodes(self) -> None:
+        """Mark the newest row of every env as an episode end (`dones`), so no sequence joins it to
+        what is added next. For a resume that cannot continue the saved episodes: the stored
+        next_obs stay the true successors, so 1-step samples of those rows are still right."""
+        if self._filled:
+            self._data["dones"][(self._head - 1) % self.rows] = 1.0
+
     def load(self, path: Path) -> None:
         """Replace the contents with a file written by `save` for the same shapes. Raises ReplayError."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 if "format" not in data.files or str(data["format"]) != _FORMAT:
                     raise ReplayError(f"{path}: not an rltui replay file")
-                rows, num_envs, obs_dim, act_dim, filled = (int(v) for v in data["meta"])
+                meta = data["meta"]
+                if meta.shape != (5,) or meta.dtype != np.int64:
+                    raise ReplayError(f"{path}: bad meta record")
+                rows, num_envs, obs_dim, act_dim, filled = (int(v) for v in meta)
                 if (num_envs, obs_dim, act_dim) != (self.num_envs, self.obs_dim, self.act_dim):
                     raise ReplayError(
                         f"{path}: replay shapes (envs {num_envs}, obs {obs_dim}, act {act_dim}) do not match "
                         f"(envs {self.num_envs}, obs {self.obs_dim}, act {self.act_dim})"
                     )
-                arrays = {k: data[k] for k in FIELDS}
+                if not 0 <= filled <= rows:
+                    raise ReplayError(f"{path}: {filled} filled rows do not fit {rows} rows")
+                keep = min(filled, self.rows)  # a smaller buffer keeps the newest rows
+                arrays = {}
+                for key in FIELDS:
+                    array = data[key]
+                    expected = (filled, *self._data[key].shape[1:])
+                    if array.shape != expected or array.dtype != np.float32:
+                        raise ReplayError(f"{path}: field {key} is {array.dtype} {array.shape}, expected float32 {expected}")
+                    arrays[key] = array[filled - keep:]
         except ReplayError:
             raise
         except Exception as exc:  # zip/npy format errors, missing keys, truncation
             raise ReplayError(f"{path}: unreadable replay file ({type(exc).__name__}: {exc})") from None
-        keep = min(filled, self.rows)  # a smaller buffer keeps the newest rows
         for key in FIELDS:
-            if arrays[key].shape[0] != filled:
-                raise ReplayError(f"{path}: field {key} has {arrays[key].shape[0]} rows, expected {filled}")
-            self._data[key][:keep] = arrays[key][filled - keep:]
+            self._data[key][:keep] = arrays[key]
         self._filled = keep
         self._head = keep % self.rows

@@ -261,7 +261,8 @@ async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
 def _real_engine(algo: str, steps: int, saves_root):
     """conftest's tiny preset: `steps` long, evaluations rare, no replay in checkpoints."""
     from conftest import tiny_preset
-    from rltui.engine import Engine, create_run_dir
+    from rltui.engine import Engine
+    from rltui.rundir import create_run_dir
 
     overrides = {"train": {"total_steps": steps}, "eval": {"interval": 2000 if algo == "mpo" else 200}}
     if algo == "mpo":

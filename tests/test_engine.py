@@ -13,7 +13,8 @@ import torch
 
 from conftest import tiny_preset
 from rltui import checkpoint as ckpt
-from rltui.engine import Engine, create_run_dir
+from rltui.engine import Engine
+from rltui.rundir import create_run_dir
 from rltui.events import (
     CheckpointSaved,
     EpisodeFinished,
@@ -26,6 +27,7 @@ from rltui.events import (
     UpdateMetrics,
     WarningRaised,
 )
+from rltui.resume import ResumeError
 from rltui.runlog import RunLogWriter, read_events
 
 pytestmark = pytest.mark.timeout(120)
@@ -266,7 +268,7 @@ def test_resume_errors_are_checkpoint_errors(tmp_path, make_preset):
         Engine(make_preset("mpo"), run_dir, resume=True)
     engine, _ = new_engine(tmp_path, "mpo", train={"total_steps": 150})
     engine.run()
-    with pytest.raises(ckpt.CheckpointError, match="does not fit|checkpoint is for"):
+    with pytest.raises(ResumeError, match=r"\[network\] policy_layer_sizes cannot change when resuming"):
         Engine(make_preset("mpo", {"network": {"policy_layer_sizes": [8]}}), engine.run_dir, resume=True)
 
 

@@ -19,7 +19,8 @@ from torch.distributions import Normal
 import agents.trpo
 from chain_env import ENV_ID, Transition
 from conftest import tiny_preset
-from rltui.engine import Engine, create_run_dir
+from rltui.engine import Engine
+from rltui.rundir import create_run_dir
 from rltui.events import RunState
 
 pytestmark = pytest.mark.timeout(120)
