@@ -242,6 +242,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
     )
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line (a multi-line message joined), cut to `limit` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     file = path / META_FILE
     if not file.is_file():
@@ -273,8 +279,7 @@ def _torch_load(file: Path) -> dict[str, Any]:
     try:
         value = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything but tensors/containers, zip errors, EOF
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{file}: refused or unreadable ({type(exc).__name__}: {first})") from None
+        raise CheckpointError(f"{file}: refused or unreadable ({one_line(exc)})") from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{file}: expected a dict, got {type(value).__name__}")
     return value

@@ -667,8 +667,7 @@ class Engine:
         except (ReplayError, RolloutError, EnvStateError) as exc:
             raise ckpt.CheckpointError(f"{path}: {exc}") from None
         except Exception as exc:  # any other misfit of the saved values (types, shapes, keys)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ckpt.CheckpointError(f"{path}: does not fit this preset ({type(exc).__name__}: {first})") from None
+            raise ckpt.CheckpointError(f"{path}: does not fit this preset ({ckpt.one_line(exc)})") from None
         self._last_saved = (self.step, self.counters.updates + self.counters.skipped_updates)
 
     def _restore_replay(self, checkpoint: ckpt.Checkpoint, path: Path) -> None:

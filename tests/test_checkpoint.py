@@ -147,3 +147,54 @@ def test_truncated_and_foreign_files_give_one_line_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(CheckpointError, match="holds no checkpoints"):
         resolve_checkpoint(empty)
+
+
+def _resave_killed_after(renames: int, tmp_path: Path) -> None:
+    """Save step 10, then re-save it with other contents in a process killed after `renames` renames."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_checkpoint import agent_state, engine_state, PRESET
+        from rltui import checkpoint as ckpt
+        ckpt.save_checkpoint({str(tmp_path)!r}, 10, agent_state(), engine_state(), PRESET, None, keep=3)
+        real, done = os.rename, []
+        def rename_then_die(source, target):
+            real(source, target)
+            done.append(target)
+            if len(done) == {renames}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        ckpt.os.rename = rename_then_die
+        ckpt.save_checkpoint({str(tmp_path)!r}, 10, agent_state(2.0), engine_state(), PRESET + "# new\\n", None, keep=3)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr
+
+
+@pytest.mark.parametrize("renames, survivor", [(1, PRESET), (2, PRESET + "# new\n")])
+def test_a_resave_killed_between_its_renames_never_loses_the_step(tmp_path, renames, survivor):
+    _resave_killed_after(renames, tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert any(name.startswith("step-10.old-") for name in names) and ("step-10" in names) == (renames == 2)
+    (found,) = ckpt.list_checkpoints(tmp_path)  # readers see a complete step 10 at every moment
+    assert found[0] == 10 and load_checkpoint(found[1]).preset_text == survivor
+    ckpt.recover_checkpoints(tmp_path)  # the next owner of the run tidies up
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-10"]
+    assert load_checkpoint(latest_checkpoint(tmp_path)).preset_text == survivor
+
+
+def test_stray_names_in_checkpoints_never_break_listing_or_pruning(tmp_path):
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    (root / "step-7").write_text("a file, not a checkpoint")
+    (root / "notes.txt").write_text("mine")
+    for name in ("step-abc", "step-007", "step-5.tmp-99999999999999", "step-6.tmp-4294967296", "step-8.old-x"):
+        (root / name).mkdir()
+    elsewhere = save_checkpoint(tmp_path / "other-run", 99, agent_state(), engine_state(), PRESET, None, keep=3)
+    (root / "step-99").symlink_to(elsewhere, target_is_directory=True)
+    for step in (10, 20, 30):
+        save_checkpoint(tmp_path, step, agent_state(), engine_state(), PRESET, None, keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [20, 30]
+    left = sorted(p.name for p in root.iterdir())
+    assert left == ["notes.txt", "step-007", "step-20", "step-30", "step-5.tmp-99999999999999", "step-7",
+                    "step-8.old-x", "step-99", "step-abc"]  # the dead pid's temp dir step-6 is gone
+    assert load_checkpoint(elsewhere).step == 99  # a symlink is never followed into another run
