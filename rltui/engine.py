@@ -216,7 +216,6 @@ class Engine:
         self.state = RunState.STARTING
         self.device = torch.device(resolve_device(preset.train.device))
         self._lock = RunLock(self.run_dir)  # before anything in the run directory is read or written
-        self._envs: TrainingEnvs | None = None
         try:
             self._build(preset, resume)
         except BaseException:
@@ -269,7 +268,8 @@ class Engine:
         self._last_eval_step = -1
         self._last_saved: tuple[int, int] | None = None
         self._reset_seed = seed
-        self._obs: np.ndarray | None = None  # set by a resume that continues the saved episodes
+        self._obs = np.zeros((self._envs.num_envs, self.spec.obs_dim), dtype=np.float32)
+        self._episodes_restored = False  # a resume continues the saved episodes: no reset at the start
         if resume:
             self._restore()
         write_preset(self.run_dir, preset)
@@ -309,7 +309,8 @@ class Engine:
 
     def close(self) -> None:
         """Close the environments and give up the run directory; `run()` does this when it ends."""
-        for env in (self._envs, getattr(self, "_eval_env", None), getattr(self, "_stream_env", None)):
+        for name in ("_envs", "_eval_env", "_stream_env"):  # (some are missing when building failed)
+            env = getattr(self, name, None)
             if env is not None:
                 env.close()
         self._lock.release()
@@ -331,7 +332,7 @@ class Engine:
             for note in self._notes:
                 self._warn(note)
             self._set_state(RunState.RUNNING)
-            if self._obs is None:  # a new run, or a resume that could not continue the saved episodes
+            if not self._episodes_restored:
                 self._obs = self._envs.reset(seed=self._reset_seed)
                 self.obs_normalizer.update(self._obs)
             self._window.restart(self.step)
@@ -604,7 +605,8 @@ class Engine:
         self._emit(CheckpointSaved(step=self.step, path=str(path)))
 
     def _engine_state(self) -> dict[str, Any]:
-        legacy = np.random.get_state()
+        legacy = np.random.get_state(legacy=True)
+        assert isinstance(legacy, tuple)
         py_version, py_state, py_gauss = random.getstate()
         return {
             "algo": self.algo,
@@ -692,6 +694,7 @@ class Engine:
         if state.get("envs") is not None and saved_obs is not None:
             self._envs.load_state_dict(state["envs"])
             self._obs = saved_obs.astype(np.float32)
+            self._episodes_restored = True
             return
         self._notes.append(
             f"checkpoint {path.name} holds no state of the {self.preset.env.id} environments: the episodes in "

@@ -33,7 +33,7 @@ class EnvStateError(ValueError):
 
 def capture(env: gym.Env) -> dict[str, Any] | None:
     """The state of `env` (reset at least once) as plain Python values, or None if unknown."""
-    base = env.unwrapped
+    base: Any = env.unwrapped
     dynamics = _capture_dynamics(base)
     if dynamics is None:
         return None
@@ -46,7 +46,7 @@ def capture(env: gym.Env) -> dict[str, Any] | None:
 
 def restore(env: gym.Env, state: dict[str, Any]) -> None:
     """Put `env` (reset at least once, so its wrappers are ready) back into a captured state."""
-    base = env.unwrapped
+    base: Any = env.unwrapped
     try:
         _restore_dynamics(base, state["dynamics"])
         base.np_random.bit_generator.state = state["np_random"]
@@ -64,8 +64,9 @@ def _env_name(env: gym.Env) -> str:
     return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
 
-def _time_limits(env: gym.Env) -> list[TimeLimit]:
-    found = []
+def _time_limits(env: gym.Env) -> list[Any]:
+    """The TimeLimit wrappers around `env`, outermost first (typed Any: their step counter is private)."""
+    found: list[Any] = []
     while isinstance(env, gym.Wrapper):
         if isinstance(env, TimeLimit):
             found.append(env)
@@ -73,7 +74,7 @@ def _time_limits(env: gym.Env) -> list[TimeLimit]:
     return found
 
 
-def _mujoco_env_class() -> type | None:
+def _mujoco_env_class() -> type[Any] | None:
     try:
         from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
     except ImportError:  # the mujoco extra is not installed
@@ -81,7 +82,7 @@ def _mujoco_env_class() -> type | None:
     return MujocoEnv
 
 
-def _capture_dynamics(base: gym.Env) -> dict[str, Any] | None:
+def _capture_dynamics(base: Any) -> dict[str, Any] | None:
     if type(base).__module__.startswith(CLASSIC_CONTROL_MODULE) and isinstance(getattr(base, "state", None), np.ndarray):
         return {"kind": "classic_control", "state": base.state.tolist(), "dtype": str(base.state.dtype)}
     mujoco_env = _mujoco_env_class()
@@ -95,7 +96,7 @@ def _capture_dynamics(base: gym.Env) -> dict[str, Any] | None:
     return None
 
 
-def _restore_dynamics(base: gym.Env, dynamics: dict[str, Any]) -> None:
+def _restore_dynamics(base: Any, dynamics: dict[str, Any]) -> None:
     kind = dynamics["kind"]
     if kind == "classic_control":
         dtype = np.dtype(dynamics["dtype"])
