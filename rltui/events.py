@@ -14,8 +14,9 @@ import dataclasses
 import enum
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 
 class RunState(str, enum.Enum):
@@ -140,7 +141,7 @@ def _to_bool(value: Any) -> bool:
     raise _BadField("true or false")
 
 
-def _to_state(value: Any) -> "RunState":
+def _to_state(value: Any) -> RunState:
     if isinstance(value, str):
         try:
             return RunState(value)

@@ -32,7 +32,7 @@ NOT_UTF8 = os.fsdecode(b"run-\xff\xfe")  # a name whose bytes are not UTF-8
 def rltui(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "rltui", *args], cwd=cwd, capture_output=True, text=True,
-                          errors="backslashreplace", timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+                          errors="backslashreplace", timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False)
 
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
@@ -203,7 +203,7 @@ def test_watch_refuses_an_unreadable_log(tmp_path):
                 "from rltui.cli import main\n"
                 "sys.exit(main(['watch', 'run']))\n")
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                                timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert_one_error(result, "error: run/metrics.jsonl: cannot be read (permission denied)")
 
 

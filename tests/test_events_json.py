@@ -9,7 +9,15 @@ import math
 import pytest
 
 from fake_engine import scripted_events
-from rltui.events import _FIELD_TYPES, EVENT_TYPES, EvalResult, Event, RunState, UnknownEventKind, UpdateMetrics
+from rltui.events import (
+    _FIELD_TYPES,
+    EVENT_TYPES,
+    EvalResult,
+    Event,
+    RunState,
+    UnknownEventKind,
+    UpdateMetrics,
+)
 from rltui.runlog import RunLogWriter, event_to_line, parse_event_line, read_events
 
 EPISODE = {"event": "episode", "step": 10, "time": 1.5, "episode_return": -3.0, "episode_length": 200}

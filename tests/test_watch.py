@@ -107,8 +107,8 @@ async def test_watch_mode_follows_a_recorded_run_read_only(tmp_path):
 BAD_LINES = [
     b'{"event": "episode", "step": "abc", "time": 1.0, "episode_return": -1.0, "episode_length": 200}',
     b'{"event": "update", "step": 150, "time": 1.0, "updates": 3, "metrics": [1, 2]}',
-    b'{"event": "eval", "step": 150, "time": 1.0, "return_mean": 1.0, "return_std": 0.0, "length_mean": 1.0, '
-    b'"episodes": 1, "returns": 5}',
+    (b'{"event": "eval", "step": 150, "time": 1.0, "return_mean": 1.0, "return_std": 0.0, "length_mean": 1.0, '
+     b'"episodes": 1, "returns": 5}'),
     b"\x00\x01garbage\x7f",
     b"\xff\xfe\xfa not utf-8",
     b"[" * 100_000,
@@ -143,8 +143,8 @@ def test_follower_skips_bad_lines_with_one_warning_and_reads_on(tmp_path):
     assert math.isnan(update.events[0].metrics["loss/q"]) and math.isnan(update.events[1].return_mean)
     assert update.events[2:] == events[5:]
     assert update.warnings == [
-        f"metrics.jsonl: skipped {len(BAD_LINES)} malformed lines (first line 6: episode event: 'step' must be "
-        "an integer in [0, 9223372036854775807], got 'abc')",
+        (f"metrics.jsonl: skipped {len(BAD_LINES)} malformed lines (first line 6: episode event: 'step' must be "
+         "an integer in [0, 9223372036854775807], got 'abc')"),
         "metrics.jsonl: skipped 2 events of unknown kind 'gradient_norms' (written by a newer rltui?)",
     ]
     assert follower.bad_lines == len(BAD_LINES) + 2 and follower.caught_up
@@ -248,8 +248,8 @@ def test_follower_survives_deletion_of_the_file_and_of_the_run_dir(tmp_path):
 
     shutil.rmtree(run_dir)
     update = follower.read()
-    assert update.warnings == [f"the run directory {run_dir} was deleted; following the open file until a new "
-                               "one appears"] and update.events == []
+    assert update.events == []
+    assert update.warnings == [f"the run directory {run_dir} was deleted; following the open file until a new one appears"]
     assert follower.read() == FollowUpdate()
     run_dir.mkdir()
     _write(path, events[:3])
@@ -346,7 +346,7 @@ async def test_watch_app_follows_on_through_bad_lines_nulls_and_huge_lines(tmp_p
         # NaN is a gap in the charts and a dash in the table, not a crash
         evals = app.history.series("eval/return_mean")
         assert len(evals) == 1 and np.isfinite(evals.y).all()
-        version, latest = app.history.latest()
+        _, latest = app.history.latest()
         assert math.isnan(latest["loss/q"])
         await _wait_for(pilot, lambda: screen.query_one(MetricsTable)._values.get("loss/q") == "–")
         await _wait_for(pilot, lambda: "skipped 1 event of unknown kind" in _shown_log(screen))
@@ -432,3 +432,31 @@ def test_history_bounds_what_a_hostile_log_can_make_it_hold():
     status = history.status()
     assert len(status.info.name) == 200 and status.start_time is None and status.last_time is None
     assert clean_text("a\x1b[2Jb\nc\ud800\u00e9") == "a\ufffd[2Jb\nc\ufffd\u00e9"
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_watch_app_follows_a_real_engine_run_and_a_line_cut_by_a_kill(tmp_path):
+    from conftest import tiny_preset
+
+    from rltui.engine import Engine, create_run_dir
+
+    preset = tiny_preset("trpo", {"train": {"total_steps": 100}, "eval": {"interval": 0}})
+    engine = Engine(preset, create_run_dir(preset, tmp_path))
+    engine.run()
+    log = engine.run_dir / "metrics.jsonl"
+    with log.open("ab") as f:  # a writer killed mid-line, then garbage from a broken disk
+        f.write(b'{"event": "episode", "step": 1')
+    app = RlTuiApp(watch_dir=engine.run_dir, refresh_hz=20.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _wait_for(pilot, lambda: app.history.status().state is RunState.FINISHED)
+        assert app.history.status().step == 100 and app.history.status().info.algo == "trpo"
+        await _wait_for(pilot, lambda: app.screen.charts()[2].spec is not None)
+        assert app.screen.charts()[2].spec.title == "Line search"
+        with log.open("ab") as f:
+            f.write(b"\n\x00\x00\x00\x00\n")
+            f.write(_line(WarningRaised(100, message="still followed", time=1.0)))
+        await _wait_for(pilot, lambda: "still followed" in _log_texts(app))
+        assert any(t.startswith("metrics.jsonl: skipped 2 malformed lines") for t in _log_texts(app))
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running)
