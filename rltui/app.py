@@ -23,9 +23,10 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from rltui.events import Event, RunState
 from rltui.history import MetricsHistory
 from rltui.screens.dashboard import DashboardScreen
-from rltui.watch import METRICS_FILE, MetricsFollower
+from rltui.watch import METRICS_FILE, MetricsFollower, WatchError, check_run_dir
 
 QUIT_TIMEOUT_S = 30.0
+WATCH_POLL_MAX_S = 1.0  # the watched file is polled at least this often, whatever the refresh rate
 
 
 class EngineLike(Protocol):
@@ -183,13 +184,30 @@ class RlTuiApp(App[int]):
         )
 
     def _follow(self, follower: MetricsFollower) -> None:
+        """Poll the log until the app ends. Nothing read from the file may stop this loop."""
         worker = get_current_worker()
-        while not worker.is_cancelled and not self._watch_stop.is_set():
-            events = follower.poll()
-            if events:
-                self.history.extend(events)
-            if follower.caught_up:
-                self._watch_stop.wait(1.0 / self.refresh_hz)
+        history = self.history
+        interval = min(1.0 / self.refresh_hz, WATCH_POLL_MAX_S)
+        last_failure = ""
+        try:
+            while not worker.is_cancelled and not self._watch_stop.is_set():
+                try:
+                    update = follower.read()
+                    if update.reset:
+                        history.reset()
+                    for message in update.warnings:
+                        history.note("warning", message)
+                    history.extend(update.events)
+                    caught_up = follower.caught_up
+                except Exception as exc:  # noqa: BLE001 - a bug must not freeze the view: say it, go on
+                    failure = f"watch: {type(exc).__name__}: {exc}"
+                    if failure != last_failure:
+                        history.note("error", failure + " (following goes on)")
+                    last_failure, caught_up = failure, True
+                if caught_up:
+                    self._watch_stop.wait(interval)
+        finally:
+            follower.close()
 
     def on_unmount(self) -> None:
         """However the app ends, the training thread must end too (the process waits for it)."""
@@ -212,14 +230,12 @@ def run_picker(refresh_hz: float = 4.0, mouse: bool = True, saves_root: Path = P
     return app.run_exit_code()
 
 
-def run_watch(run_dir: Path, refresh_hz: float = 4.0, mouse: bool = True) -> int:
-    """Follow `run_dir`/metrics.jsonl read-only. Exit 2 with a one-line error if it is not a run dir."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        print(f"rltui watch: {run_dir}: not a directory (expected a run directory)", file=sys.stderr)
-        return 2
-    if not (run_dir / METRICS_FILE).exists() and not (run_dir / "preset.toml").exists():
-        print(f"rltui watch: {run_dir}: no {METRICS_FILE} or preset.toml (expected a run directory)", file=sys.stderr)
+def run_watch(run_dir: Path | str, refresh_hz: float = 4.0, mouse: bool = True) -> int:
+    """Follow `run_dir`/metrics.jsonl read-only. Exit 2 with one `error:` line if it cannot be followed."""
+    try:
+        run_dir = check_run_dir(run_dir)
+    except WatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     app = RlTuiApp(watch_dir=run_dir, refresh_hz=refresh_hz)
     app.run(mouse=mouse)

@@ -14,8 +14,10 @@ Errors are one line on stderr, `error: <message>`, without a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -74,14 +76,31 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+MIN_REFRESH_HZ, MAX_REFRESH_HZ = 0.1, 60.0
+
+
 def _refresh_hz(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (0.0 < value <= 60.0):
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 60], got {text!r}")
+    if not (MIN_REFRESH_HZ <= value <= MAX_REFRESH_HZ):
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [{MIN_REFRESH_HZ:g}, {MAX_REFRESH_HZ:g}], got {_shown(text)}")
     return value
+
+
+def _path_arg(text: str) -> Path:
+    """An argparse type: a non-empty path (Path("") would silently mean the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """repr() of a command-line value for an error message, cut to `limit` characters."""
+    shown = repr(os.fsencode(text).decode("utf-8", "backslashreplace"))
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _add_ui_options(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +117,7 @@ def _add_set_option(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rltui", description="Train MPO and TRPO agents and watch them live in the terminal.")
     parser.add_argument("--version", action="version", version=f"rltui {__version__}")
-    parser.add_argument("--saves", type=Path, default=Path("saves"), metavar="DIR",
+    parser.add_argument("--saves", type=_path_arg, default=Path("saves"), metavar="DIR",
                         help="where new runs are created (default ./saves)")
     _add_ui_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -120,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ui_options(resume)
 
     evaluate = commands.add_parser("eval", help="evaluate a saved agent")
-    evaluate.add_argument("path", type=Path, metavar="RUN_DIR|CHECKPOINT_DIR")
-    evaluate.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes to run (default 10)")
+    evaluate.add_argument("path", type=_path_arg, metavar="RUN_DIR|CHECKPOINT_DIR")
+    evaluate.add_argument("--episodes", type=_int_between(1, MAX_EVAL_EPISODES), default=10,
+                          help=f"episodes to run (default 10, at most {MAX_EVAL_EPISODES})")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
-    evaluate.add_argument("--seed", type=_int_at_least(0),
+    evaluate.add_argument("--seed", type=_int_between(0, MAX_EVAL_SEED),
                           help="base seed (default: the run's seed, i.e. the episodes of its evaluations)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -131,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("--check", nargs="+", type=Path, metavar="FILE", help="validate these files")
 
     watch = commands.add_parser("watch", help="follow a run's metrics.jsonl in the dashboard (read-only)")
-    watch.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    watch.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_ui_options(watch)
     return parser
 
@@ -223,13 +243,46 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
     return run_headless(engine)
 
 
+MAX_EVAL_EPISODES = 100_000
+MAX_EVAL_SEED = 2**32 - 1  # as [train] seed; episodes use seed + 1_000_000 + i, which every RNG takes
+
+
+def _int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], else a one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not an integer, or more digits than int() takes
+            value = None
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{minimum}, {maximum}], got {_shown(text)}")
+        return value
+
+    return parse
+
+
+def _json_number(value: float) -> float | None:
+    """NaN and infinities as None (JSON null), as metrics.jsonl writes them."""
+    return value if math.isfinite(value) else None
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from rltui.watch import display_path
+
+    try:  # a path the OS refuses (too long, a symlink loop, no permission) is bad input, said plainly
+        os.stat(args.path)
+    except OSError as exc:
+        reason = "no such file or directory" if exc.errno == errno.ENOENT else (exc.strerror or str(exc)).lower()
+        raise UsageError(f"{display_path(args.path)}: {reason}") from None
     report = evaluate_checkpoint(args.path, args.episodes, deterministic=not args.stochastic, seed=args.seed)
     if args.json:
-        print(json.dumps({k: report[k] for k in ("return_mean", "return_std", "episodes", "step")}))
+        out = {k: report[k] for k in ("return_mean", "return_std", "episodes", "step")}
+        out["return_mean"], out["return_std"] = _json_number(out["return_mean"]), _json_number(out["return_std"])
+        print(json.dumps(out, allow_nan=False))
     else:
         mode = "stochastic" if args.stochastic else "deterministic"
-        print(f"{report['checkpoint']} (step {report['step']}): return {report['return_mean']:.2f} "
+        print(f"{display_path(report['checkpoint'])} (step {report['step']}): return {report['return_mean']:.2f} "
               f"± {report['return_std']:.2f} over {report['episodes']} {mode} episodes "
               f"(mean length {report['length_mean']:.1f})")
     return EXIT_OK

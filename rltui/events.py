@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,23 +52,132 @@ class Event:
         return payload
 
     @staticmethod
-    def from_json(payload: dict[str, Any]) -> "Event":
-        """Rebuild an event from its JSON form. Raises ValueError on an unknown kind or bad fields."""
-        data = dict(payload)
-        kind = data.pop("event", None)
+    def from_json(payload: Any) -> "Event":
+        """Rebuild an event from its JSON form, checking every field's type.
+
+        Raises `UnknownEventKind` (a ValueError) for a kind this version does not know, and
+        ValueError naming the field for anything else: a payload that is not an object, a missing
+        field, or a value of the wrong type. Fields are checked by their declared type: `int` is
+        an integer in [0, 2**63) (not a bool), `float` is a number or `null` (NaN; the log writes
+        non-finite floats as `null`), `str` a string, `bool` a boolean, `state` one of RunState's
+        values, `metrics` an object of numbers or nulls, `returns` an array of numbers or nulls.
+        Unknown fields are ignored (a newer writer may add some).
+        """
+        if not isinstance(payload, dict):
+            raise ValueError(f"expected a JSON object, got {_json_type(payload)}")
+        kind = payload.get("event")
+        if not isinstance(kind, str):
+            raise ValueError(f"'event' must be a string naming the kind, got {_short(kind)}")
         cls = EVENT_TYPES.get(kind)
         if cls is None:
-            raise ValueError(f"unknown event kind {kind!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        if "state" in kwargs:
-            kwargs["state"] = RunState(kwargs["state"])
-        if "returns" in kwargs:
-            kwargs["returns"] = tuple(kwargs["returns"])
+            raise UnknownEventKind(f"unknown event kind {_short(kind)}")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in payload:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ValueError(f"{kind} event: missing field {f.name!r}")
+                continue
+            convert = _FIELD_TYPES.get(str(f.type))
+            if convert is None:  # a field type added without a checker: refuse rather than guess
+                raise ValueError(f"{kind} event: field {f.name!r} has no JSON checker for {f.type}")
+            try:
+                kwargs[f.name] = convert(payload[f.name])
+            except _BadField as exc:
+                raise ValueError(f"{kind} event: {f.name!r} must be {exc}, got {_short(payload[f.name])}") from None
+        return cls(**kwargs)
+
+
+class UnknownEventKind(ValueError):
+    """A metrics.jsonl line whose `event` kind this version does not know (a newer writer?)."""
+
+
+class _BadField(Exception):
+    """str() says what the field must be."""
+
+
+MAX_INT = 2**63 - 1
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT:
+        return value
+    raise _BadField(f"an integer in [0, {MAX_INT}]")
+
+
+def _to_float(value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise ValueError(f"bad {kind!r} event: {exc}") from None
+            return float(value)
+        except OverflowError:  # an integer beyond the float range
+            pass
+    raise _BadField("a number or null")
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise _BadField("a string")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _BadField("true or false")
+
+
+def _to_state(value: Any) -> RunState:
+    if isinstance(value, str):
+        try:
+            return RunState(value)
+        except ValueError:
+            pass
+    raise _BadField("one of " + ", ".join(repr(s.value) for s in RunState))
+
+
+def _to_metrics(value: Any) -> dict[str, float]:
+    if isinstance(value, dict):
+        try:
+            return {_to_str(k): _to_float(v) for k, v in value.items()}
+        except _BadField:
+            pass
+    raise _BadField("an object of numbers or nulls")
+
+
+def _to_floats(value: Any) -> tuple[float, ...]:
+    if isinstance(value, list):
+        try:
+            return tuple(_to_float(v) for v in value)
+        except _BadField:
+            pass
+    raise _BadField("an array of numbers or nulls")
+
+
+# Declared field type (the annotation, a string under `from __future__ import annotations`) -> checker.
+_FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
+    "int": _to_int,
+    "float": _to_float,
+    "str": _to_str,
+    "bool": _to_bool,
+    "RunState": _to_state,
+    "dict[str, float]": _to_metrics,
+    "tuple[float, ...]": _to_floats,
+}
 
 
 @dataclass(frozen=True)

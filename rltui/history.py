@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,21 @@ TRAIN_RETURN = "train/episode_return"
 EVAL_RETURN = "eval/return_mean"
 STEPS_PER_S = "perf/steps_per_s"
 UPDATES_PER_S = "perf/updates_per_s"
+MAX_SERIES = 512  # distinct metric names kept (a real run has a few dozen); more are dropped with one warning
+LOG_TEXT_LIMIT = 1000  # characters of one log line
+NAME_LIMIT = 200  # characters of a run's name, env id, device, run dir, metric name
+
+
+def clean_text(text: str, limit: int = LOG_TEXT_LIMIT) -> str:
+    """`text` safe to draw: at most `limit` characters, control characters other than newlines and
+    lone surrogates (which a terminal cannot be sent) replaced by U+FFFD."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    if not text.isprintable():
+        text = "".join(
+            "\ufffd" if c != "\n" and unicodedata.category(c) in ("Cc", "Cs") else c for c in text
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,8 @@ class MetricsHistory:
         self._status = _Status()
         self._log: deque[LogEntry] = deque(maxlen=log_size)
         self._log_count = 0
+        self._version_base: dict[str, int] = {}  # versions of series dropped by reset(): never reused
+        self._series_full = False
 
     # ---- writing side (engine thread) -------------------------------------------------------
     def __call__(self, event: Event) -> None:
@@ -186,6 +204,25 @@ class MetricsHistory:
         with self._lock:
             for event in events:
                 self._apply(event)
+
+    def note(self, level: str, text: str) -> None:
+        """Add a line to the event log (at the latest step) without touching the run's status."""
+        with self._lock:
+            st = self._status
+            self._log_add(st.step, st.last_time or 0.0, level, text)
+
+    def reset(self) -> None:
+        """Forget the run (series, status, latest values) but keep the event log, before a reload.
+
+        Every version number moves on (none is reused), so a view that compares versions redraws.
+        """
+        with self._lock:
+            for name, series in self._series.items():
+                self._version_base[name] = series.version + 1
+            self._series.clear()
+            self._series_full = False
+            old = self._status
+            self._status = _Status(version=old.version + 1, latest_version=old.latest_version + 1)
 
     def record_failure(self, message: str) -> None:
         """Mark the run FAILED from outside the event stream (e.g. engine.run() raised)."""
@@ -199,12 +236,14 @@ class MetricsHistory:
     def _apply(self, event: Event) -> None:
         st = self._status
         st.step = max(st.step, event.step)
-        st.last_time = event.time if st.last_time is None else max(st.last_time, event.time)
+        if math.isfinite(event.time):
+            st.last_time = event.time if st.last_time is None else max(st.last_time, event.time)
         st.version += 1
         if isinstance(event, RunStarted):
-            st.info = RunInfo(event.name, event.algo, event.env_id, event.device, event.run_dir)
+            st.info = RunInfo(*(clean_text(v, NAME_LIMIT)
+                                for v in (event.name, event.algo, event.env_id, event.device, event.run_dir)))
             st.total_steps = event.total_steps
-            if st.start_time is None:
+            if st.start_time is None and math.isfinite(event.time):
                 st.start_time = event.time
             verb = "resumed" if event.resumed else "started"
             self._log_add(event.step, event.time, "info", f"run {verb}: {event.run_dir}")
@@ -247,14 +286,25 @@ class MetricsHistory:
             return
         series = self._series.get(name)
         if series is None:
+            name = clean_text(name, NAME_LIMIT)
+            series = self._series.get(name)
+        if series is None:
+            if len(self._series) >= MAX_SERIES:
+                if not self._series_full:
+                    self._series_full = True
+                    st = self._status
+                    self._log_add(step, st.last_time or 0.0, "warning",
+                                  f"more than {MAX_SERIES} metric names: new ones are not shown (first: {name})")
+                return
             series = self._series[name] = DownsampledSeries(self.capacity)
+            series.version = self._version_base.get(name, 0)
         series.add(float(step), y)
         st = self._status
         st.latest[name] = y
         st.latest_version += 1
 
     def _log_add(self, step: int, time: float, level: str, text: str) -> None:
-        self._log.append(LogEntry(self._log_count, step, time, level, text))
+        self._log.append(LogEntry(self._log_count, step, time, level, clean_text(text)))
         self._log_count += 1
 
     # ---- reading side (UI thread) -----------------------------------------------------------
@@ -280,7 +330,7 @@ class MetricsHistory:
     def series_version(self, name: str) -> int:
         with self._lock:
             series = self._series.get(name)
-            return series.version if series is not None else 0
+            return series.version if series is not None else self._version_base.get(name, 0)
 
     def series(self, name: str) -> SeriesSnapshot | None:
         with self._lock:

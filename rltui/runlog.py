@@ -80,23 +80,50 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
-def read_events(path: Path, offset: int = 0) -> tuple[list[Event], int]:
+def parse_event_line(raw: bytes) -> Event:
+    """One line of the log (bytes, without its newline) -> its Event.
+
+    Raises ValueError saying what is wrong (`UnknownEventKind`, a ValueError, for a kind this
+    version does not know): not UTF-8, not JSON, JSON nested too deeply, or fields of the wrong
+    type (see `Event.from_json`). Never anything else, whatever the bytes.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (bad byte at column {exc.start + 1})") from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("not usable JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ValueError(f"not usable JSON ({' '.join(str(exc).split())[:80]})") from None
+    return Event.from_json(payload)
+
+
+def read_events(
+    path: Path, offset: int = 0, errors: list[tuple[int, str]] | None = None
+) -> tuple[list[Event], int]:
     """Events of complete lines from byte `offset`, and the offset after the last complete line.
 
     Call again with the returned offset to follow a growing log. Lines that are not valid events (a
-    line cut short by a killed writer) are skipped.
+    line cut short by a killed writer, garbage, fields of the wrong type) are skipped; with `errors`
+    given, (byte offset of the line, reason) is appended to it for each.
     """
     with open(path, "rb") as handle:
         handle.seek(offset)
         data = handle.read()
     end = data.rfind(b"\n") + 1
     events: list[Event] = []
-    for raw in data[:end].splitlines():
+    position = offset
+    for raw in data[:end].split(b"\n"):
+        start, position = position, position + len(raw) + 1
         if not raw.strip():
             continue
         try:
-            payload = json.loads(raw)
-            events.append(Event.from_json(payload))
-        except (ValueError, TypeError, AttributeError):
-            continue
+            events.append(parse_event_line(raw))
+        except ValueError as exc:
+            if errors is not None:
+                errors.append((start, str(exc)))
     return events, offset + end

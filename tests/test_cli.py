@@ -117,7 +117,7 @@ def test_presets_list_and_check(tmp_path, write_preset_file):
         (["train", "{mpo}", "--bogus"], "unrecognized arguments: --bogus"),
         (["train"], "the following arguments are required: PRESET"),
         (["eval", "nowhere"], "nowhere: no such file or directory"),
-        (["eval", "{tmp}", "--episodes", "0"], "--episodes: expected an integer >= 1"),
+        (["eval", "{tmp}", "--episodes", "0"], "--episodes: expected an integer in [1, 100000]"),
         (["eval", "{tmp}"], "holds no checkpoints"),
         (["resume", "nowhere"], "nowhere: not a directory"),
         (["resume", "{tmp}"], "no preset.toml"),

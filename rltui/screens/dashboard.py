@@ -147,7 +147,7 @@ class DashboardScreen(Screen[None]):
         self.eval_mode = False
         self.stopping = False
         self.maximised: int | None = None
-        self._configured = False
+        self._configured: str | None = None  # the algo the charts are set up for
         self._state: RunState | None = None
         self._seen: dict[int, tuple[int, ...]] = {}
 
@@ -178,7 +178,8 @@ class DashboardScreen(Screen[None]):
         specs = chart_specs(algo, self._settings)
         for chart, spec in zip(self.charts(), specs):
             chart.set_spec(spec)
-        self._configured = True
+        self._configured = algo
+        self._seen.clear()
 
     # ---- the refresh timer ------------------------------------------------------------------
     def pull(self) -> None:
@@ -186,10 +187,9 @@ class DashboardScreen(Screen[None]):
         history = self.history
         status = history.status()
         with self.app.batch_update():
-            if not self._configured:
-                algo = self._algo or (status.info.algo if status.info else None)
-                if algo:
-                    self._configure(algo)
+            algo = self._algo or (status.info.algo if status.info else None)
+            if algo and algo != self._configured:  # a watched log may be replaced by another run's
+                self._configure(algo)
             extra = "stopping…" if self.stopping and not status.state.is_final else ""
             self.query_one(StatusBar).show(status, extra)
             for chart in self.charts():
