@@ -21,7 +21,8 @@ import torch
 from conftest import tiny_preset
 from rltui import cli
 from rltui.checkpoint import latest_checkpoint
-from rltui.engine import Engine, create_run_dir
+from rltui.engine import Engine
+from rltui.rundir import create_run_dir
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]

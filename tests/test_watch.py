@@ -439,7 +439,8 @@ def test_history_bounds_what_a_hostile_log_can_make_it_hold():
 async def test_watch_app_follows_a_real_engine_run_and_a_line_cut_by_a_kill(tmp_path):
     from conftest import tiny_preset
 
-    from rltui.engine import Engine, create_run_dir
+    from rltui.engine import Engine
+    from rltui.rundir import create_run_dir
 
     preset = tiny_preset("trpo", {"train": {"total_steps": 100}, "eval": {"interval": 0}})
     engine = Engine(preset, create_run_dir(preset, tmp_path))
