@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ui_options(train)
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
-    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    resume.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_set_option(resume)
     resume.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
     _add_ui_options(resume)
@@ -171,12 +171,27 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every error ends as one line
-        text = " ".join(str(exc).split())
+        text = _printable(" ".join(_error_text(exc).split()))
         if _is_bad_input(exc):
             print(f"error: {text or type(exc).__name__}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print(f"error: {type(exc).__name__}: {text}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _printable(text: str) -> str:
+    """Bytes of non-UTF-8 file names (surrogate escapes in str) shown as \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error_text(exc: Exception) -> str:
+    """An OSError as `PATH: reason` (not Python's `[Errno N] Reason: 'PATH'`), anything else as is."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    return str(exc)
 
 
 def _is_bad_input(exc: Exception) -> bool:

@@ -4,12 +4,12 @@
         preset.toml     the resolved preset (rewritten with the overrides of each resume)
         metrics.jsonl   the run log (rltui.runlog)
         checkpoints/    rltui.checkpoint
-        .lock           held (flock) by the one process that trains the run; holds its pid
 
-The lock is an advisory `flock` on `.lock`, taken before anything in the directory is written and
-held until the run ends. The kernel drops it when its process dies however it dies, so a lock left
-by a killed process is simply free again; the file itself stays (deleting it would race with a
-process about to lock it).
+The lock is an advisory `flock` on the run directory itself, taken before anything in it is
+written and held until the run ends: nothing is written to take it, so a refused command leaves
+the directory exactly as it was. The kernel drops the lock when its process dies however it dies,
+so a run whose owner was killed is simply free again. Who holds a lock is read from /proc/locks
+(Linux); elsewhere the message says "another process".
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from rltui.presets import Preset, preset_to_toml
 
 PRESET_FILE = "preset.toml"
-LOCK_FILE = ".lock"
+PROC_LOCKS = Path("/proc/locks")
 
 
 class RunLockedError(Exception):
@@ -33,6 +33,8 @@ class RunLockedError(Exception):
 def create_run_dir(preset: Preset, saves_root: Path) -> Path:
     """saves_root/<name>-<YYYYmmdd-HHMMSS>/ (suffixed -2, -3... if taken), holding preset.toml."""
     saves_root = Path(saves_root)
+    if saves_root.exists() and not saves_root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(saves_root))
     saves_root.mkdir(parents=True, exist_ok=True)
     stem = f"{preset.name}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir, n = saves_root / stem, 1
@@ -58,22 +60,20 @@ class RunLock:
 
     def __init__(self, run_dir: Path) -> None:
         """Take the lock or raise RunLockedError naming the process that holds it."""
-        self.path = Path(run_dir) / LOCK_FILE
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.run_dir = Path(run_dir)
+        fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = _flock_holder(fd)
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
-            holder = _read_pid(self.path)
             who = f"process {holder}" if holder is not None else "another process"
             raise RunLockedError(
                 f"{run_dir}: the run is in use by {who} (a live `rltui train` or `rltui resume`); "
                 "stop it first, or watch it with `rltui watch`"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd: int | None = fd
 
     def release(self) -> None:
@@ -86,9 +86,17 @@ class RunLock:
         return self._fd is not None
 
 
-def _read_pid(path: Path) -> int | None:
+def _flock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the file of `fd`, from /proc/locks; None where unknown."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        text = path.read_text(errors="replace").strip()
+        lines = PROC_LOCKS.read_text().splitlines()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:00:1573903 0 EOF"; waiting requests have "->" after the id
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device and fields[4].isdigit():
+            return int(fields[4])
+    return None

@@ -208,6 +208,34 @@ def test_watch_refuses_an_unreadable_log(tmp_path):
     assert_one_error(result, "error: run/metrics.jsonl: cannot be read (permission denied)")
 
 
+# ---- resume ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        ([""], ["error: argument RUN_DIR: expected a path, got an empty string"]),
+        ([LONG], [f"error: {LONG}: file name too long"]),
+        ([NOT_UTF8], ["error: run-\\xff\\xfe: not a directory"]),
+        (["missing"], ["error: missing: not a directory (expected a run directory)"]),
+        (["preset.toml"], ["error: preset.toml: not a directory"]),
+        (["empty"], ["error: empty: no preset.toml"]),
+        (["only-preset"], ["error: only-preset: no checkpoints to resume from"]),
+        (["run"], ["error: run: the run is finished (100 of 100 steps); to train on, raise the total, "
+                   "e.g. --set train.total_steps=200"]),
+        (["run", "--set", "train.total_steps=200", "--set", "trpo.optimizer_type=\"sgd\""],
+         ['error: run: [trpo] optimizer_type cannot change when resuming (the run has "adam", asked for "sgd")']),
+        (["run", "--set", "train.total_steps=200", "--set", "env.num_envs=3"], ["[env] num_envs cannot change"]),
+        (["run", "--set", "train.total_steps=-1"], ["[train] total_steps: expected an integer"]),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_resume_bad_input_is_one_line_exit_2_nothing_written(workdir, args, fragments):
+    before = tree(workdir)
+    assert_one_error(rltui("resume", *args, "--headless", cwd=workdir), *fragments)
+    assert tree(workdir) == before
+
+
 # ---- global flags ----------------------------------------------------------------------------------
 
 
