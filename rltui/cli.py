@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="start a new run from a preset")
     train.add_argument("preset", metavar="PRESET", help="preset name (see `rltui presets`) or path to a .toml file")
     _add_set_option(train)
-    train.add_argument("--seed", type=_int_at_least(0), help="shorthand for --set train.seed=N")
-    train.add_argument("--device", help='shorthand for --set train.device="D" (auto, cpu, cuda, cuda:N)')
+    train.add_argument("--seed", type=_int_at_least(0), help="sets [train] seed (like --set train.seed=N)")
+    train.add_argument("--device", help="sets [train] device: auto, cpu, cuda, cuda:N (checked to exist)")
     train.add_argument("--saves", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                        help="where the run directory is created (default ./saves)")
     train.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
@@ -217,15 +217,15 @@ def _cmd_default(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from rltui.engine import Engine
+    from rltui.presets import Override, load_preset
     from rltui.rundir import create_run_dir
-    from rltui.presets import load_preset
 
-    overrides = list(args.overrides or [])
+    overrides: list[str | Override] = list(args.overrides or [])
     if args.seed is not None:
-        overrides.append(f"train.seed={args.seed}")
+        overrides.append(Override("--seed", ("train", "seed"), args.seed))
     if args.device is not None:
-        overrides.append(f"train.device={json.dumps(args.device)}")
-    preset = load_preset(args.preset, overrides)
+        overrides.append(Override("--device", ("train", "device"), args.device))
+    preset = load_preset(args.preset, overrides, check_device=True)
     run_dir = create_run_dir(preset, args.saves)
     try:
         engine = Engine(preset, run_dir)
@@ -352,17 +352,33 @@ def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: in
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from rltui.presets import PresetError, list_presets, load_preset
+    from rltui.presets import (
+        PresetError,
+        check_base_file,
+        is_base_file,
+        list_presets,
+        load_preset,
+        preset_device,
+    )
 
     if args.check:
         failed = 0
         for file in args.check:
             try:
+                if is_base_file(file):
+                    check_base_file(file)
+                    print(f'ok: {file} (a base for `extends`: its name starts with "_"; the keys it sets are valid, '
+                          "the rest comes from the presets that extend it)")
+                    continue
                 preset = load_preset(str(file))
             except PresetError as exc:
                 failed += 1
                 print(f"error: {exc}", file=sys.stderr)
                 continue
+            try:
+                preset_device(preset)
+            except PresetError as exc:  # the preset is fine; this machine cannot run it as it is
+                print(f"warning: {exc}", file=sys.stderr)
             print(f"ok: {file} ({preset.name}, {preset.algo}, {preset.env.id})")
         return EXIT_BAD_INPUT if failed else EXIT_OK
     infos = list_presets()

@@ -17,8 +17,10 @@ Evaluation runs on separate single environments whose seeds are disjoint from tr
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,54 +32,107 @@ from rltui import env_state
 
 EVAL_SEED_OFFSET = 1_000_000
 REWARD_CLIP = 10.0
+MUJOCO_EXTRA_HINT = "pip install 'rltui[mujoco]'"
 _EPS = 1e-8
 
 
 class EnvError(Exception):
-    """An environment cannot be built; str() is a one-line message for the user."""
+    """An environment cannot be made or used. `problem` says what is wrong and `key` which [env] key
+    is at fault ("id", "kwargs", "kwargs.NAME", ...; None if none in particular); str() is the one
+    line "[env] key: problem"."""
+
+    def __init__(self, problem: str, key: str | None = None) -> None:
+        self.problem = problem
+        self.key = key
+        super().__init__(f"[env] {key}: {problem}" if key else problem)
 
 
 class EnvSettings(Protocol):
-    """The fields of `rltui.presets.EnvConfig` used here."""
+    """The fields of `rltui.presets.EnvConfig` used here (read-only: that dataclass is frozen)."""
 
-    id: str
-    kwargs: dict[str, Any]
-    num_envs: int
-    normalize_obs: bool
-    normalize_reward: bool
-    clip_obs: float
+    @property
+    def id(self) -> str: ...
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
+    @property
+    def num_envs(self) -> int: ...
+    @property
+    def normalize_obs(self) -> bool: ...
+    @property
+    def normalize_reward(self) -> bool: ...
+    @property
+    def clip_obs(self) -> float: ...
+
+
+def check_env_id(env_id: str) -> None:
+    """EnvError unless `env_id` is registered with gymnasium (naming close ids); makes nothing."""
+    if env_id not in gym.registry:
+        close = [f'"{c}"' for c in difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)]
+        if len(close) > 1:
+            close = [", ".join(close[:-1]), close[-1]]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise EnvError(f'unknown environment "{env_id}"{hint}', "id")
 
 
 def make_env(config: EnvSettings) -> gym.Env:
-    """One environment: `gymnasium.make(id, **kwargs)`, dict observations flattened, Box actions only."""
+    """One environment: `gymnasium.make(id, **kwargs)`, dict observations flattened, Box actions only.
+
+    Every failure is an EnvError naming the [env] key at fault: an unknown id, MuJoCo missing, a
+    keyword argument the environment rejects (`kwargs.NAME` when the error names it), an action
+    space that is not a Box or an observation space that is not flat.
+    """
+    check_env_id(config.id)
     _require_backend(config.id)
     try:
         env = gym.make(config.id, **dict(config.kwargs))
     except gym.error.DependencyNotInstalled as exc:
-        raise EnvError(f"{config.id}: {_first_line(exc)} (install the mujoco extra: pip install 'rltui[mujoco]')") from None
-    except gym.error.Error as exc:
-        raise EnvError(f"{config.id}: {_first_line(exc)}") from None
-    except TypeError as exc:
-        raise EnvError(f"{config.id}: bad [env] kwargs: {_first_line(exc)}") from None
+        if "mujoco" in str(exc).lower():
+            raise _mujoco_missing(config.id) from None
+        raise EnvError(f'cannot make "{config.id}": {_first_line(exc)}', "id") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a third-party constructor is bad input
+        reason = _first_line(exc).partition(" was raised from the environment creator")[0]  # gymnasium's suffix
+        raise EnvError(f'gymnasium.make("{config.id}") failed: {type(exc).__name__}: {reason}',
+                       _blamed_key(exc, config.kwargs)) from None
     if isinstance(env.observation_space, gym.spaces.Dict):
         env = FlattenObservation(env)
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()
-        raise EnvError(f"{config.id}: expected a continuous (Box) action space, got {env.action_space}")
+        raise EnvError(f'"{config.id}" has a {type(env.action_space).__name__} action space; '
+                       "MPO and TRPO need a continuous (Box) action space", "id")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env.close()
-        raise EnvError(f"{config.id}: expected a flat Box observation space, got {env.observation_space}")
+        raise EnvError(f'"{config.id}" has the observation space {env.observation_space}; '
+                       "expected a flat Box", "id")
     return env
 
 
-def _require_backend(env_id: str) -> None:
+def check_env(config: EnvSettings) -> EnvSpec:
+    """Make the environment once, as training will, and return its spec (EnvError if it cannot)."""
+    env = make_env(config)
     try:
-        spec = gym.spec(env_id)
-    except gym.error.Error:
-        return  # gym.make reports unknown ids with a suggestion
-    entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
-    if "mujoco" in entry and importlib.util.find_spec("mujoco") is None:
-        raise EnvError(f"{env_id} needs MuJoCo: install the mujoco extra (pip install 'rltui[mujoco]')")
+        return env_spec(env)
+    finally:
+        env.close()
+
+
+def _require_backend(env_id: str) -> None:
+    entry = gym.spec(env_id).entry_point
+    if isinstance(entry, str) and "mujoco" in entry and importlib.util.find_spec("mujoco") is None:
+        raise _mujoco_missing(env_id)
+
+
+def _mujoco_missing(env_id: str) -> EnvError:
+    return EnvError(f'"{env_id}" needs MuJoCo: install the mujoco extra ({MUJOCO_EXTRA_HINT})', "id")
+
+
+def _blamed_key(exc: BaseException, kwargs: Mapping[str, Any]) -> str:
+    """"kwargs.NAME" when the error names exactly one of the keyword arguments (gymnasium appends
+    all of them, "with kwargs ({...})", which is not a clue), else "kwargs"; "id" if there are none."""
+    if not kwargs:
+        return "id"
+    text = re.sub(r"with kwargs \(.*", "", str(exc), flags=re.DOTALL)
+    named = [name for name in kwargs if re.search(rf"""['"]{re.escape(name)}['"]""", text)]
+    return f"kwargs.{named[0]}" if len(named) == 1 else "kwargs"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -96,11 +151,14 @@ class EnvSpec:
 
 
 def env_spec(env: gym.Env) -> EnvSpec:
+    """The spec of an environment made by `make_env` (so both spaces are flat Boxes)."""
+    observations, actions = env.observation_space, env.action_space
+    assert isinstance(observations, gym.spaces.Box) and isinstance(actions, gym.spaces.Box)
     return EnvSpec(
-        obs_dim=int(env.observation_space.shape[0]),
-        act_dim=int(env.action_space.shape[0]),
-        action_low=np.asarray(env.action_space.low, dtype=np.float32),
-        action_high=np.asarray(env.action_space.high, dtype=np.float32),
+        obs_dim=int(observations.shape[0]),
+        act_dim=int(actions.shape[0]),
+        action_low=np.asarray(actions.low, dtype=np.float32),
+        action_high=np.asarray(actions.high, dtype=np.float32),
     )
 
 
@@ -137,7 +195,7 @@ class TrainingEnvs:
 
     def __init__(self, config: EnvSettings, seed: int) -> None:
         if config.num_envs < 1:
-            raise EnvError(f"[env] num_envs: expected an integer >= 1, got {config.num_envs}")
+            raise EnvError(f"expected an integer >= 1, got {config.num_envs}", "num_envs")
         first = make_env(config)
         self.spec = env_spec(first)
         self._envs = [first] + [make_env(config) for _ in range(config.num_envs - 1)]

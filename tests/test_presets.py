@@ -3,19 +3,22 @@ the shipped presets, lookup from any directory and device resolution."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import math
 from pathlib import Path
 
 import pytest
+import tomli_w
 
-from rltui import presets
+from rltui import envs, presets
 from rltui.presets import (
+    MPOConfig,
     Preset,
     PresetError,
+    TRPOConfig,
     apply_overrides,
     bundled_presets_dir,
-    check_action_space,
+    check_environment,
     find_preset,
     list_presets,
     load_preset,
@@ -73,14 +76,14 @@ def test_minimal_mpo_preset_gets_defaults_and_full_agent_kwargs():
     assert preset.train == presets.TrainConfig()
     assert preset.network.policy_layer_sizes == (256, 256)
     assert preset.agent["kl_epsilon"] == 0.1 and preset.agent["action_samples"] == 20
-    assert set(preset.agent) == set(presets._AGENT_PARAMS["mpo"])
+    assert list(preset.agent) == [f.name for f in dataclasses.fields(MPOConfig)]
     assert preset.eval == presets.EvalConfig() and preset.checkpoint == presets.CheckpointConfig()
 
 
 def test_trpo_defaults_use_small_networks():
     preset = preset_from_toml_text(TRPO_TEXT)
     assert preset.network == presets.NetworkConfig((64, 64), (64, 64))
-    assert set(preset.agent) == set(presets._AGENT_PARAMS["trpo"])
+    assert list(preset.agent) == [f.name for f in dataclasses.fields(TRPOConfig)]
     assert preset.name == "preset"  # "<text>" is not a usable run name
 
 
@@ -193,17 +196,18 @@ def test_bad_env_kwargs_fail_when_the_env_is_made(tmp_path):
     path = write(tmp_path / "k.toml", 'algo = "mpo"\n[env]\nid = "Pendulum-v1"\nkwargs = {foo = 1}\n')
     with pytest.raises(PresetError) as caught:
         load_preset(path)
-    assert str(caught.value).startswith('k.toml: [env] kwargs: gymnasium.make("Pendulum-v1") failed: TypeError: ')
+    assert str(caught.value).startswith('k.toml: [env] kwargs.foo: gymnasium.make("Pendulum-v1") failed: TypeError: ')
     assert "\n" not in str(caught.value)
 
 
 def test_mujoco_id_without_mujoco_names_the_extra(monkeypatch):
-    monkeypatch.setattr(presets, "_mujoco_installed", lambda: False)
+    real_find_spec = envs.importlib.util.find_spec
+    monkeypatch.setattr(envs.importlib.util, "find_spec", lambda name: None if name == "mujoco" else real_find_spec(name))
     with pytest.raises(PresetError) as caught:
         load_preset("hopper-mpo")
     assert str(caught.value).endswith(
-        """[env] id: "Hopper-v5" needs MuJoCo: pip install 'rltui[mujoco]'""")
-    check_action_space(load_preset("pendulum-mpo", check_env=False))  # non-MuJoCo ids are unaffected
+        """[env] id: "Hopper-v5" needs MuJoCo: install the mujoco extra (pip install 'rltui[mujoco]')""")
+    check_environment(load_preset("pendulum-mpo", check_env=False))  # non-MuJoCo ids are unaffected
 
 
 def test_missing_file_and_unknown_name(tmp_path):
@@ -369,11 +373,10 @@ def test_round_trip_of_awkward_values():
     assert isinstance(again.env.kwargs["odd key"][0], int)
 
 
-def test_toml_writer_values():
-    assert presets._toml_value(1_000_000) == "1_000_000" and presets._toml_value(-5) == "-5"
-    assert presets._toml_value(3e-4) == "0.0003" and presets._toml_value(1.0) == "1.0"
-    assert presets._toml_value(math.inf) == "inf"
-    assert presets._toml_value({"a b": [True]}) == '{ "a b" = [true] }'
+def test_resolved_toml_is_written_by_tomli_w_with_a_header(mpo_preset):
+    text = preset_to_toml(mpo_preset)
+    assert text.splitlines()[0] == "# Resolved rltui preset (from presets/p.toml)."
+    assert text.splitlines()[1:] == tomli_w.dumps(presets._preset_to_raw(mpo_preset)).splitlines()
 
 
 def test_bundled_folder_holds_the_presets_and_their_bases():
@@ -440,25 +443,273 @@ def test_resolve_device(monkeypatch):
 # The schema agrees with the agents and the documentation
 
 
-@pytest.mark.parametrize("algo, module, cls", [("mpo", "agents.mpo", "MPOAgent"), ("trpo", "agents.trpo", "TRPOAgent")])
-def test_agent_tables_match_the_agent_signatures(algo, module, cls):
+@pytest.mark.parametrize("config, module, cls", [(MPOConfig, "agents.mpo", "MPOAgent"),
+                                                (TRPOConfig, "agents.trpo", "TRPOAgent")])
+def test_agent_tables_match_the_agent_signatures(config, module, cls):
     agent_class = getattr(pytest.importorskip(module), cls)
     from_elsewhere = {"self", "obs_dim", "act_dim", "action_low", "action_high", "device",
                       "policy_layer_sizes", "critic_layer_sizes"}
     signature = {name: p.default for name, p in inspect.signature(agent_class.__init__).parameters.items()
                  if name not in from_elsewhere}
-    table = presets._AGENT_PARAMS[algo]
-    assert list(table) == list(signature)
-    assert {name: param.default for name, param in table.items()} == signature
+    declared = {f.name: f.default for f in dataclasses.fields(config)}
+    assert list(declared) == list(signature)
+    assert declared == signature
 
 
-def test_readme_documents_every_key():
+def test_readme_schema_tables_are_generated_from_the_declarations():
     readme = (bundled_presets_dir() / "README.md").read_text(encoding="utf-8")
-    for section, params in presets._SECTIONS.items():
-        assert f"[{section}]" in readme
-        for key in params:
-            assert f"`{key}`" in readme, f"[{section}] {key} is not documented"
-    for key in ("name", "description", "algo", "extends"):
-        assert f"`{key}`" in readme
+    assert presets.readme_with_schema(readme) == readme, (
+        f"presets/README.md's schema tables are stale; regenerate them with `{presets.UPDATE_README_COMMAND}`")
+
+
+def test_readme_names_every_shipped_preset():
+    readme = (bundled_presets_dir() / "README.md").read_text(encoding="utf-8")
     for name in SHIPPED:
         assert f"`{name}`" in readme
+
+
+# --------------------------------------------------------------------------------------------
+# Upper bounds: absurd values stop at validation, before anything is allocated
+
+BIG = 10**20
+CAPPED = [  # (base text, section, key, message for BIG)
+    (MPO_TEXT, "env", "num_envs", "expected an integer in [1, 1024]"),
+    (MPO_TEXT, "train", "total_steps", "expected an integer in [1, 1000000000000]"),
+    (MPO_TEXT, "train", "threads", "expected an integer in [1, 1024]"),
+    (MPO_TEXT, "train", "replay_size", "expected an integer in [1, 1000000000]"),
+    (MPO_TEXT, "train", "update_after", "expected an integer in [1, 1000000000]"),
+    (MPO_TEXT, "train", "batch_size", "expected an integer in [1, 1048576]"),
+    (MPO_TEXT, "train", "updates_per_step", "expected a number in (0, 1000]"),
+    (TRPO_TEXT, "train", "rollout_steps", "expected an integer in [1, 1048576]"),
+    (MPO_TEXT, "mpo", "action_samples", "expected an integer in [1, 4096]"),
+    (MPO_TEXT, "mpo", "retrace_steps", "expected an integer in [1, 1024]"),
+    (MPO_TEXT, "mpo", "retrace_mc_actions", "expected an integer in [1, 4096]"),
+    (MPO_TEXT, "mpo", "m_steps", "expected an integer in [1, 1000]"),
+    (TRPO_TEXT, "trpo", "cg_iters", "expected an integer in [1, 1000]"),
+    (TRPO_TEXT, "trpo", "backtrack_iters", "expected an integer in [1, 1000]"),
+    (TRPO_TEXT, "trpo", "value_epochs", "expected an integer in [1, 1000]"),
+    (TRPO_TEXT, "trpo", "value_minibatch_size", "expected an integer in [1, 1048576]"),
+    (MPO_TEXT, "eval", "episodes", "expected an integer in [1, 10000]"),
+]
+
+
+@pytest.mark.parametrize("text, section, key, message", CAPPED, ids=[f"{s}.{k}" for _, s, k, _ in CAPPED])
+def test_absurdly_large_values_are_refused_with_the_cap(text, section, key, message):
+    base = preset_from_toml_text(text)
+    assert override_error(base, f"{section}.{key}={BIG}") == \
+        f"--set {section}.{key}: [{section}] {key}: {message}, got {BIG}"
+    cap = int(message.rsplit(", ", 1)[1].rstrip("]"))
+    room = {"replay_size": ["train.update_after=1000000000"],  # keep update_after <= replay_size
+            "update_after": ["train.replay_size=1000000000"], "batch_size": ["train.update_after=1048576", "train.replay_size=1048576"]}
+    preset = apply_overrides(base, [*room.get(key, []), f"{section}.{key}={cap}"])  # the cap itself is allowed
+    assert (preset.agent[key] if section in ("mpo", "trpo") else getattr(getattr(preset, section), key)) == cap
+    assert override_error(base, f"{section}.{key}=0").startswith(f"--set {section}.{key}: [{section}] {key}: expected ")
+
+
+def test_layer_sizes_are_capped_in_size_count_and_weights(mpo_preset):
+    apply_overrides(mpo_preset, ["network.policy_layer_sizes=[65536]", "network.critic_layer_sizes=[1]"])
+    limits = "expected a non-empty array of at most 64 integers in [1, 65536]"
+    assert override_error(mpo_preset, "network.policy_layer_sizes=[65537]") == \
+        f"--set network.policy_layer_sizes: [network] policy_layer_sizes: {limits}, got [65537]"
+    assert override_error(mpo_preset, f"network.critic_layer_sizes=[{', '.join(['1'] * 65)}]").startswith(
+        f"--set network.critic_layer_sizes: [network] critic_layer_sizes: {limits}, got [1, 1, 1")
+    assert override_error(mpo_preset, "network.policy_layer_sizes=[65536, 65536]") == (
+        "--set network.policy_layer_sizes: [network] policy_layer_sizes: expected at most 100000000 weights "
+        "between hidden layers, got [65536, 65536] (4294967296 weights)")
+    assert override_error(mpo_preset, f"network.policy_layer_sizes=[{BIG}]").endswith(f"got [{BIG}]")
+
+
+def test_numbers_too_large_for_a_float_are_refused(mpo_preset):
+    assert override_error(mpo_preset, f"mpo.policy_lr={10**400}") == \
+        f"--set mpo.policy_lr: [mpo] policy_lr: expected a finite number > 0, got {str(10**400)[:59]}…"
+    assert error_of(MPO_TEXT + f"[mpo]\nq_lr = {'9' * 5000}\n").startswith(
+        "x.toml: invalid TOML: Exceeds the limit (4300 digits) for integer string conversion")
+
+
+def test_the_largest_seed_works_with_every_rng_and_every_seed_offset():
+    import numpy as np
+    import torch
+
+    from rltui.engine import RESUME_SEED_OFFSET, STREAM_FIRST_INDEX
+    from rltui.envs import TrainingEnvs, eval_seeds, make_env
+
+    preset = apply_overrides(preset_from_toml_text(MPO_TEXT), ["train.seed=4294967295", "env.num_envs=3"])
+    seed, largest_step = preset.train.seed, 10**12  # the cap on total_steps
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    np.random.default_rng(seed)
+    envs_ = TrainingEnvs(preset.env, seed)
+    envs_.reset()
+    envs_.reset(seed=seed + RESUME_SEED_OFFSET + largest_step)
+    envs_.close()
+    eval_env = make_env(preset.env)
+    for eval_seed in eval_seeds(seed, STREAM_FIRST_INDEX + 10**6, 2):
+        eval_env.reset(seed=eval_seed)
+    eval_env.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The machine: replay memory, device
+
+
+def test_a_replay_buffer_larger_than_memory_is_refused(tmp_path, monkeypatch):
+    from rltui.replay import replay_bytes
+
+    path = write(tmp_path / "big.toml", MPO_TEXT + "[train]\nreplay_size = 2_000_000\n")
+    needed = replay_bytes(2_000_000, 1, 3, 1)
+    monkeypatch.setattr(presets, "physical_memory_bytes", lambda: needed - 1)
+    with pytest.raises(PresetError) as caught:
+        load_preset(path)
+    assert str(caught.value) == (
+        f"big.toml: [train] replay_size: 2000000 transitions of Pendulum-v1 need {needed} bytes (0.1 GiB) of "
+        f"memory; this machine has {needed - 1} bytes (0.1 GiB)")
+    with pytest.raises(PresetError) as caught:
+        load_preset(path, ["train.replay_size=3000000"])
+    assert str(caught.value).startswith("--set train.replay_size: [train] replay_size: 3000000 transitions")
+    monkeypatch.setattr(presets, "physical_memory_bytes", lambda: needed)
+    load_preset(path)
+    monkeypatch.setattr(presets, "physical_memory_bytes", lambda: None)  # unknown: only the cap applies
+    load_preset(path, ["train.replay_size=1000000000", "train.update_after=1000000000"])
+    load_preset(path, check_env=False, overrides=["train.replay_size=1000000000"])  # no env, no memory check
+
+
+def test_physical_memory_is_known_here():
+    memory = presets.physical_memory_bytes()
+    assert memory is None or memory > 2**20
+
+
+def test_flags_name_themselves_and_the_device_is_checked_at_load(tmp_path, monkeypatch):
+    import torch
+
+    path = write(tmp_path / "p.toml", MPO_TEXT)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device = presets.Override("--device", ("train", "device"), "cuda:7")
+    with pytest.raises(PresetError) as caught:
+        load_preset(path, [device], check_device=True)
+    assert str(caught.value) == \
+        '--device: [train] device: "cuda:7" was requested but CUDA is not available; use "auto" or "cpu"'
+    assert load_preset(path, [device]).train.device == "cuda:7"  # only checked when asked
+    write(tmp_path / "gpu.toml", MPO_TEXT + '[train]\ndevice = "cuda"\n')
+    with pytest.raises(PresetError) as caught:
+        load_preset(tmp_path / "gpu.toml", check_device=True)
+    assert str(caught.value).startswith('gpu.toml: [train] device: "cuda" was requested')
+    with pytest.raises(PresetError) as caught:
+        load_preset(path, [presets.Override("--seed", ("train", "seed"), 2**32)])
+    assert str(caught.value) == "--seed: [train] seed: expected an integer in [0, 4294967295], got 4294967296"
+    with pytest.raises(PresetError) as caught:
+        load_preset(path, [presets.Override("--device", ("train", "device"), "gpu")])
+    assert str(caught.value) == '--device: [train] device: expected "auto", "cpu", "cuda" or "cuda:N", got "gpu"'
+
+
+def test_env_kwargs_errors_name_the_override_that_set_the_kwarg(tmp_path):
+    path = write(tmp_path / "k.toml", MPO_TEXT.replace('id = "Pendulum-v1"', 'id = "Pendulum-v1"\nkwargs = {g = 9.0}'))
+    with pytest.raises(PresetError) as caught:
+        load_preset(path, ["env.kwargs.x=1"])
+    assert str(caught.value) == ('--set env.kwargs.x: [env] kwargs.x: gymnasium.make("Pendulum-v1") failed: '
+                                 "TypeError: PendulumEnv.__init__() got an unexpected keyword argument 'x'")
+    assert load_preset(path, ["env.kwargs.g=5.0"]).env.kwargs == {"g": 5.0}
+
+
+def test_provenance_survives_apply_overrides(tmp_path):
+    write(tmp_path / "_base.toml", 'algo = "mpo"\n[train]\nthreads = 2\n')
+    preset = load_preset(write(tmp_path / "c.toml", 'extends = "_base.toml"\n[env]\nid = "Pendulum-v1"\n'),
+                         check_env=False)
+    assert preset.origin_of("train", "threads") == "_base.toml" and preset.origin_of("env", "id") == "c.toml"
+    assert override_error(preset, "train.threads=0") == "--set train.threads: [train] threads: expected an integer >= 1, got 0"
+    again = apply_overrides(preset, ["train.seed=1"])
+    assert again.origin_of("train", "threads") == "_base.toml" and again.origin_of("train", "seed") == "--set train.seed"
+
+
+# --------------------------------------------------------------------------------------------
+# Nesting, extends and odd command lines: one clean error, never a RecursionError
+
+
+def test_extends_diamond_lattice_reads_each_file_once_in_linear_time(tmp_path, monkeypatch):
+    import time
+
+    write(tmp_path / "level-0.toml", MPO_TEXT + "[train]\nseed = 0\n")
+    for level in range(1, 31):  # each level names the one below twice: 2**30 paths to level-0
+        write(tmp_path / f"level-{level}.toml",
+              f'extends = ["level-{level - 1}.toml", "level-{level - 1}.toml"]\n[train]\nseed = {level}\n')
+    load_preset(tmp_path / "level-1.toml", check_env=False)  # imports done before timing
+    reads: list[Path] = []
+    real_read = presets._read_text
+    monkeypatch.setattr(presets, "_read_text", lambda path, origin: reads.append(path) or real_read(path, origin))
+    started = time.perf_counter()
+    preset = load_preset(tmp_path / "level-30.toml", check_env=False)
+    assert time.perf_counter() - started < 0.5
+    assert preset.train.seed == 30 and preset.origin_of("train", "seed") == "level-30.toml"
+    assert len(reads) == len(set(reads)) == 31
+
+
+def test_extends_chains_are_bounded(tmp_path):
+    for index in range(40):
+        write(tmp_path / f"chain-{index}.toml", f'extends = "chain-{index + 1}.toml"\n')
+    write(tmp_path / "chain-40.toml", MPO_TEXT)
+    assert load_preset(tmp_path / "chain-9.toml", check_env=False).algo == "mpo"  # 32 files
+    with pytest.raises(PresetError) as caught:
+        load_preset(tmp_path / "chain-8.toml", check_env=False)  # 33 files
+    assert str(caught.value) == "chain-39.toml: extends: a chain of bases longer than 32 files (from chain-8.toml)"
+
+
+@pytest.mark.parametrize("text, where", [
+    ("a = " + "[" * 100_000 + "]" * 100_000 + "\n" + MPO_TEXT, ""),
+    ("a = " + "{b = " * 100_000 + "1" + "}" * 100_000 + "\n" + MPO_TEXT, ""),
+    # (tomllib's time grows with the square of a header's length: 10k keys, not 100k, keep it quick)
+    (MPO_TEXT + "[env.kwargs." + ".".join(["a"] * 10_000) + "]\nb = 1\n", "[env] kwargs.a: "),
+    (MPO_TEXT.replace('id = "Pendulum-v1"', 'id = "Pendulum-v1"\nkwargs = ' + "{a = " * 40 + "1" + "}" * 40),
+     "[env] kwargs.a: "),
+], ids=["arrays", "inline-tables", "table-headers", "kwargs"])
+def test_deeply_nested_files_are_one_clean_error(text, where):
+    message = error_of(text)
+    assert message.startswith("x.toml: ") and "tables and arrays nested more than 32 levels deep" in message
+    assert f"x.toml: {where}" in message
+
+
+def test_deeply_nested_overrides_are_one_clean_error(mpo_preset):
+    deep_value = "[" * 100_000 + "]" * 100_000
+    assert override_error(mpo_preset, f"env.kwargs.x={deep_value}") == \
+        "--set env.kwargs.x: [env] kwargs.x: tables and arrays nested more than 32 levels deep"
+    assert override_error(mpo_preset, "env.kwargs.x=" + "[" * 31 + "]" * 31) == \
+        "--set env.kwargs.x: [env] kwargs.x: tables and arrays nested more than 32 levels deep"
+    apply_overrides(mpo_preset, ["env.kwargs.x=" + "[" * 30 + "]" * 30])  # 2 + 30 levels is fine
+    message = override_error(mpo_preset, "env.kwargs." + ".".join(["a"] * 100_000) + "=1")
+    assert message.endswith(": expected a key at most 32 levels deep, got 100002 levels") and len(message) < 200
+    # a string key takes even that as text
+    assert apply_overrides(mpo_preset, [f"description={deep_value}"]).description == deep_value
+
+
+def test_non_utf8_overrides_name_the_flag(mpo_preset):
+    import os
+
+    assert override_error(mpo_preset, os.fsdecode(b"train.name=\xff")) == \
+        "--set train.name: not UTF-8 text (the command line held bytes that are not UTF-8)"
+    assert override_error(mpo_preset, os.fsdecode(b"description=caf\xe9")).startswith("--set description: not UTF-8")
+    assert override_error(mpo_preset, os.fsdecode(b"env.\xff=1")) == \
+        "--set env.\\udcff: not UTF-8 text (the command line held bytes that are not UTF-8)"
+
+
+# --------------------------------------------------------------------------------------------
+# Bases for extends, and what the picker shows
+
+
+@pytest.mark.parametrize("base", ["_mujoco-mpo.toml", "_mujoco-trpo.toml"])
+def test_shipped_bases_check_as_partial_presets(base):
+    presets.check_base_file(bundled_presets_dir() / base)
+
+
+def test_a_base_is_checked_for_the_keys_it_sets(tmp_path):
+    presets.check_base_file(write(tmp_path / "_ok.toml", "[mpo]\nkl_epsilon = 0.2\n[trpo]\ncg_iters = 5\n"))
+    with pytest.raises(PresetError) as caught:
+        presets.check_base_file(write(tmp_path / "_bad.toml", 'algo = "trpo"\n[train]\nthreads = 0\n'))
+    assert str(caught.value) == "_bad.toml: [train] threads: expected an integer >= 1, got 0"
+    with pytest.raises(PresetError) as caught:
+        presets.check_base_file(write(tmp_path / "_mixed.toml", 'algo = "trpo"\n[mpo]\ngamma = 0.9\n'))
+    assert str(caught.value) == '_mixed.toml: [mpo]: this table is for algo "mpo", but the preset has algo "trpo"'
+
+
+def test_lambda_init_stays_a_key_but_is_not_shown_as_a_setting_in_effect():
+    preset = preset_from_toml_text(MPO_TEXT + "[mpo]\nlambda_init = 1.0\n")
+    assert preset.agent["lambda_init"] == 1.0
+    shown = presets.agent_settings_in_effect(preset)
+    assert "lambda_init" not in shown and set(shown) == set(preset.agent) - {"lambda_init"}

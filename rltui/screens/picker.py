@@ -27,6 +27,7 @@ from rltui.presets import (
     Preset,
     PresetError,
     PresetInfo,
+    agent_settings_in_effect,
     list_presets,
     load_preset,
     resolve_device,
@@ -73,7 +74,7 @@ def describe_preset(preset: Preset, path: str, device: str) -> Group:
     agent = Table.grid(padding=(0, 2))
     agent.add_column(overflow="fold")
     agent.add_column(no_wrap=True)
-    for key, value in sorted(preset.agent.items()):
+    for key, value in sorted(agent_settings_in_effect(preset).items()):  # lambda_init is ignored: not shown
         agent.add_row(key, f"{value:g}" if isinstance(value, float) else str(value))
     return Group(table, Text(f"\n[{preset.algo}]", style="bold"), agent)
 

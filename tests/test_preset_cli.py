@@ -1,0 +1,118 @@
+"""Bad preset input through the real CLI: each kind of error exits 2 with one `error:` line naming
+the file, override or flag, no traceback, and no run directory; plus `presets --check` warnings and
+bases, and a run with the largest seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rltui import cli
+from rltui.presets import physical_memory_bytes
+from rltui.replay import replay_bytes
+
+pytestmark = pytest.mark.timeout(120)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rltui(*args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "rltui", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=100, env=env, check=False)
+
+
+def train_refused(tmp_path: Path, preset: Path, *args: str | bytes) -> str:
+    """Run `rltui train PRESET ARGS --saves runs`; check it was refused cleanly; its error line."""
+    result = rltui("train", str(preset), "--headless", "--saves", "runs", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (tmp_path / "runs").exists()  # nothing written
+    return lines[0]
+
+
+def test_an_absurd_value_is_refused_at_validation(tmp_path, write_preset_file):
+    line = train_refused(tmp_path, write_preset_file("mpo"), "--set", f"train.threads={10**20}")
+    assert line == f"error: --set train.threads: [train] threads: expected an integer in [1, 1024], got {10**20}"
+    line = train_refused(tmp_path, write_preset_file("mpo"), "--seed", str(2**32))
+    assert line == "error: --seed: [train] seed: expected an integer in [0, 4294967295], got 4294967296"
+
+
+def test_a_replay_buffer_larger_than_memory_is_refused(tmp_path, write_preset_file):
+    needed = replay_bytes(10**9, 1, 3, 1)  # Pendulum: 3 observations, 1 action
+    available = physical_memory_bytes()
+    if available is None or available >= needed:
+        pytest.skip(f"this machine has enough memory for {needed} bytes of replay")
+    line = train_refused(tmp_path, write_preset_file("mpo"), "--set", "train.replay_size=1000000000",
+                         "--set", "train.update_after=1000")
+    assert line.startswith(f"error: --set train.replay_size: [train] replay_size: 1000000000 transitions of "
+                           f"Pendulum-v1 need {needed} bytes")
+    assert f"this machine has {available} bytes" in line
+
+
+def test_deep_nesting_is_one_clean_error(tmp_path, write_preset_file):
+    line = train_refused(tmp_path, write_preset_file("mpo"), "--set", "env.kwargs.x=" + "[" * 100_000)
+    assert line == "error: --set env.kwargs.x: [env] kwargs.x: tables and arrays nested more than 32 levels deep"
+
+
+def test_extends_cycles_are_one_clean_error(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n', encoding="utf-8")
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n', encoding="utf-8")
+    assert train_refused(tmp_path, Path("a.toml")) == "error: b.toml: extends: cycle: a.toml -> b.toml -> a.toml"
+
+
+def test_non_utf8_override_names_the_set_flag(tmp_path, write_preset_file):
+    line = train_refused(tmp_path, write_preset_file("mpo"), b"--set", b"train.name=\xff")
+    assert line == "error: --set train.name: not UTF-8 text (the command line held bytes that are not UTF-8)"
+
+
+def test_a_missing_device_names_the_device_flag(tmp_path, write_preset_file):
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    line = train_refused(tmp_path, write_preset_file("mpo"), "--device", "cuda:7")
+    assert line.startswith('error: --device: [train] device: "cuda:7" was requested but ')
+
+
+def test_a_kwarg_gymnasium_rejects_names_the_set_flag(tmp_path, write_preset_file):
+    line = train_refused(tmp_path, write_preset_file("trpo"), "--set", "env.kwargs.x=1")
+    assert line == ('error: --set env.kwargs.x: [env] kwargs.x: gymnasium.make("Pendulum-v1") failed: TypeError: '
+                    "PendulumEnv.__init__() got an unexpected keyword argument 'x'")
+
+
+def test_check_warns_about_a_device_this_machine_lacks_and_explains_bases(tmp_path, write_preset_file):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    gpu = tmp_path / "gpu.toml"
+    gpu.write_text(write_preset_file("mpo").read_text().replace('device = "cpu"', 'device = "cuda"'))
+    base = REPO / "presets" / "_mujoco-trpo.toml"
+    checked = rltui("presets", "--check", "gpu.toml", str(base), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ('warning: gpu.toml: [train] device: "cuda" was requested but CUDA is not available; '
+                              'use "auto" or "cpu"\n')
+    assert checked.stdout.splitlines() == [
+        "ok: gpu.toml (tiny-mpo, mpo, Pendulum-v1)",
+        (f'ok: {base} (a base for `extends`: its name starts with "_"; the keys it sets are valid, the rest comes '
+         "from the presets that extend it)"),
+    ]
+
+
+def test_the_largest_seed_trains_resumes_and_evaluates(tmp_path, write_preset_file, capsys):
+    preset = write_preset_file("trpo")
+    saves = tmp_path / "runs"
+    assert cli.main(["train", str(preset), "--headless", "--seed", "4294967295", "--saves", str(saves),
+                     "--set", "train.total_steps=100"]) == 0
+    (run_dir,) = saves.iterdir()
+    assert cli.main(["resume", str(run_dir), "--headless", "--set", "train.total_steps=200"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(run_dir), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 200
