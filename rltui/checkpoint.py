@@ -229,7 +229,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     agent_state = _torch_load(path / AGENT_FILE)
     engine_state = _torch_load(path / STATE_FILE)
     try:
-        preset_text = (path / PRESET_FILE).read_text()
+        preset_text = (path / PRESET_FILE).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise CheckpointError(f"{path / PRESET_FILE}: not UTF-8 text") from None
     return Checkpoint(

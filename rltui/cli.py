@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(train)
     train.add_argument("--seed", type=_int_at_least(0), help="sets [train] seed (like --set train.seed=N)")
     train.add_argument("--device", help="sets [train] device: auto, cpu, cuda, cuda:N (checked to exist)")
-    train.add_argument("--saves", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+    train.add_argument("--saves", type=_path_arg, default=argparse.SUPPRESS, metavar="DIR",
                        help="where the run directory is created (default ./saves)")
     train.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
     _add_ui_options(train)
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     presets = commands.add_parser("presets", help="list the presets, or check preset files")
-    presets.add_argument("--check", nargs="+", type=Path, metavar="FILE", help="validate these files")
+    presets.add_argument("--check", nargs="+", type=_path_arg, metavar="FILE", help="validate these files")
 
     watch = commands.add_parser("watch", help="follow a run's metrics.jsonl in the dashboard (read-only)")
     watch.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
@@ -194,16 +194,21 @@ def _error_text(exc: Exception) -> str:
     return str(exc)
 
 
-def _is_bad_input(exc: Exception) -> bool:
-    from rltui.checkpoint import CheckpointError
-    from rltui.envs import EnvError
-    from rltui.presets import PresetError
-    from rltui.replay import ReplayError
-    from rltui.resume import ResumeError
-    from rltui.rundir import RunLockedError
+# Errors that mean bad input (exit 2), by module: an error can only come from a module that was
+# imported, so the check imports nothing (rltui.checkpoint would pull in torch on every error exit).
+_BAD_INPUT_ERRORS = {
+    "rltui.checkpoint": "CheckpointError", "rltui.envs": "EnvError", "rltui.presets": "PresetError",
+    "rltui.replay": "ReplayError", "rltui.resume": "ResumeError", "rltui.rundir": "RunLockedError",
+}
 
-    bad_input = (UsageError, PresetError, CheckpointError, EnvError, ReplayError, ResumeError, RunLockedError, OSError)
-    return isinstance(exc, bad_input)
+
+def _is_bad_input(exc: Exception) -> bool:
+    if isinstance(exc, (UsageError, OSError)):
+        return True
+    return any(
+        module in sys.modules and isinstance(exc, getattr(sys.modules[module], name))
+        for module, name in _BAD_INPUT_ERRORS.items()
+    )
 
 
 # --------------------------------------------------------------------------------------- commands
@@ -216,7 +221,6 @@ def _cmd_default(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rltui.engine import Engine
     from rltui.presets import Override, load_preset
     from rltui.rundir import create_run_dir
 
@@ -226,6 +230,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.append(Override("--device", ("train", "device"), args.device))
     preset = load_preset(args.preset, overrides, check_device=True)
+    from rltui.engine import Engine  # torch: only once the input is known to be good
+
     run_dir = create_run_dir(preset, args.saves)
     try:
         engine = Engine(preset, run_dir)
@@ -236,9 +242,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from rltui.engine import Engine
-    from rltui.rundir import PRESET_FILE
     from rltui.presets import load_preset
+    from rltui.rundir import PRESET_FILE
 
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
@@ -246,6 +251,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if not (run_dir / PRESET_FILE).is_file():
         raise UsageError(f"{run_dir}: no {PRESET_FILE} (expected a run directory made by `rltui train`)")
     preset = load_preset(str(run_dir / PRESET_FILE), list(args.overrides or []))
+    from rltui.engine import Engine  # torch: only once the input is known to be good
+
     engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
     return _run(engine, args)
 

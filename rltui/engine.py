@@ -73,7 +73,7 @@ from rltui.events import (
     UpdateMetrics,
     WarningRaised,
 )
-from rltui.presets import Preset, PresetError, preset_from_toml_text, preset_to_toml, resolve_device
+from rltui.presets import Preset, PresetError, preset_device, preset_from_toml_text, preset_to_toml
 from rltui.replay import ReplayBuffer, ReplayError
 from rltui.resume import ResumeError, check_resume
 from rltui.rollout import RolloutBuffer, RolloutError
@@ -214,7 +214,7 @@ class Engine:
         self.algo = preset.algo
         self.total_steps = preset.train.total_steps
         self.state = RunState.STARTING
-        self.device = torch.device(resolve_device(preset.train.device))
+        self.device = torch.device(preset_device(preset))
         self._lock = RunLock(self.run_dir)  # before anything in the run directory is read or written
         try:
             self._build(preset, resume)

@@ -981,9 +981,14 @@ def find_preset(name: str) -> Path:
 
 def _locate(path_or_name: str | os.PathLike[str]) -> Path:
     text = os.fspath(path_or_name)
+    if not text:
+        raise PresetError("", "", "expected a preset name or a file, got an empty string")
     path = Path(text)
     if path.is_file():
         return path
+    if path.exists():  # a directory, a device, a FIFO (opening one would block)
+        kind = "is a directory" if path.is_dir() else "is not a regular file"
+        raise PresetError(_display_path(path), "", f"{kind} (expected a preset file)")
     if "/" in text or os.sep in text or text.endswith(".toml"):
         raise PresetError(_display_path(path), "", "no such file")
     return find_preset(text)

@@ -51,7 +51,7 @@ def create_run_dir(preset: Preset, saves_root: Path) -> Path:
 
 def write_preset(run_dir: Path, preset: Preset) -> None:
     temp = run_dir / f".{PRESET_FILE}.tmp"
-    temp.write_text(preset_to_toml(preset))
+    temp.write_text(preset_to_toml(preset), encoding="utf-8")
     temp.replace(run_dir / PRESET_FILE)
 
 

@@ -236,6 +236,35 @@ def test_resume_bad_input_is_one_line_exit_2_nothing_written(workdir, args, frag
     assert tree(workdir) == before
 
 
+# ---- train and presets ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["train", "preset.toml", "--saves", ""], ["--saves: expected a path, got an empty string"]),
+        (["train", "preset.toml", "--saves", "preset.toml"], ["error: preset.toml: not a directory"]),
+        (["train", "preset.toml", "--saves", LONG], [f"error: {LONG}: file name too long"]),
+        (["train", "/dev/zero"], ["error: /dev/zero: is not a regular file (expected a preset file)"]),
+        (["train", "empty"], ["error: empty: is a directory (expected a preset file)"]),
+        (["train", ""], ["error: expected a preset name or a file, got an empty string"]),
+        (["presets", "--check", ""], ["--check: expected a path, got an empty string"]),
+        (["presets", "--check", "/dev/zero"], ["error: /dev/zero: is not a regular file"]),
+        (["presets", "--check", "."], ["error: .: is a directory"]),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_train_and_presets_bad_paths_are_one_line_exit_2_nothing_written(workdir, args, fragments):
+    before = tree(workdir)
+    assert_one_error(rltui(*args, cwd=workdir), *fragments)
+    assert tree(workdir) == before
+
+
+def test_a_fifo_preset_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo.toml")
+    assert_one_error(rltui("train", "fifo.toml", cwd=tmp_path, timeout=20), "fifo.toml: is not a regular file")
+
+
 # ---- global flags ----------------------------------------------------------------------------------
 
 
