@@ -47,7 +47,7 @@ def synchronize(device: torch.device) -> None:
 
 def mlp_flops(rows: int, sizes: list[int]) -> float:
     """Multiply-adds of a stack of Linear layers, counted as 2 FLOPs each."""
-    return 2.0 * rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 2.0 * rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 def mpo_update_flops(case: MPOCase) -> float:
@@ -114,7 +114,7 @@ def bench_mpo(case: MPOCase, device: torch.device, seconds: float) -> None:
     synchronize(device)
     rate = updates / (time.perf_counter() - start)
 
-    biggest = max(zip(case.layer_sizes[:-1], case.layer_sizes[1:]), key=lambda shape: shape[0] * shape[1])
+    biggest = max(zip(case.layer_sizes[:-1], case.layer_sizes[1:], strict=True), key=lambda shape: shape[0] * shape[1])
     gflops = matmul_gflops(case.batch_size * case.action_samples, *biggest, device, min(seconds, 3.0))
     flops = mpo_update_flops(case)
     ceiling = gflops * 1e9 / flops
@@ -177,7 +177,7 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s)")
     selected = set(args.only or ["a", "b", "trpo"])
-    for key, case in zip("ab", MPO_CASES):
+    for key, case in zip("ab", MPO_CASES, strict=True):
         if key in selected:
             bench_mpo(case, device, args.seconds)
     if "trpo" in selected:

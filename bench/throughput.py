@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rltui.engine import Engine
-from rltui.rundir import create_run_dir
 from rltui.presets import load_preset
+from rltui.rundir import create_run_dir
 
 
 def measure(preset_name: str, steps: int, update_after: int | None) -> dict[str, float]:

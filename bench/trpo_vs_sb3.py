@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rltui.engine import Engine, make_policy
-from rltui.rundir import create_run_dir
 from rltui.envs import eval_seeds
 from rltui.presets import load_preset
+from rltui.rundir import create_run_dir
 
 
 def evaluate(policy, seeds: list[int], normalize=lambda obs: obs) -> tuple[float, float]:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rltui.app import RlTuiApp
 from rltui.engine import Engine
-from rltui.rundir import create_run_dir
 from rltui.presets import load_preset
+from rltui.rundir import create_run_dir
 
 PRESETS = ("pendulum-mpo", "pendulum-trpo")
 WARMUP_STEPS = 2_000  # past MPO's update_after (1000), so updates are running in the window
@@ -90,7 +90,7 @@ def main() -> None:
                 rates["headless"].append(headless(name, args.seconds, Path(tmp)))
                 rates["dashboard"].append(with_dashboard(name, args.seconds, Path(tmp), (width, height)))
         h, d = statistics.mean(rates["headless"]), statistics.mean(rates["dashboard"])
-        runs = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(rates["headless"], rates["dashboard"]))
+        runs = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(rates["headless"], rates["dashboard"], strict=True))
         print(f"{name:15s} headless {h:8.1f} steps/s  dashboard {d:8.1f} steps/s  "
               f"ratio {d / h:.3f}  (pairs headless/dashboard: {runs})")
 

@@ -12,9 +12,10 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from textual.app import App
 from textual.binding import Binding
@@ -144,6 +145,7 @@ class RlTuiApp(App[int]):
         if worker is self.engine_worker and event.state is WorkerState.ERROR:
             self.history.record_failure(f"{type(worker.error).__name__}: {worker.error}")
         elif worker.name == "create-run" and event.state is WorkerState.SUCCESS:
+            assert worker.result is not None
             self.start_run(worker.result)
         elif worker.name == "create-run" and event.state is WorkerState.ERROR:
             from rltui.screens.picker import PickerScreen

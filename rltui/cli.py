@@ -342,7 +342,9 @@ def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: in
             normalizer.load_state_dict(checkpoint.engine_state["obs_normalizer"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(f"{checkpoint.path}: does not fit its preset ({type(exc).__name__}: {first})") from None
+            raise CheckpointError(
+                f"{checkpoint.path}: does not fit its preset ({type(exc).__name__}: {first})"
+            ) from None
         policy = make_policy(agent, preset.algo, spec, device, deterministic=deterministic)
         results = [run_episode(env, policy, normalizer, s) for s in eval_seeds(base_seed, 0, episodes)]
     finally:
@@ -539,10 +541,12 @@ class HeadlessProgress:
         if self.final_message and engine.state != RunState.FAILED:
             lines[0] += f"; {self.final_message}"
         if self.returns:
-            lines.append(f"  recent return {sum(self.returns) / len(self.returns):.1f} (last {len(self.returns)} episodes)")
+            recent = sum(self.returns) / len(self.returns)
+            lines.append(f"  recent return {recent:.1f} (last {len(self.returns)} episodes)")
         if self.last_eval is not None:
             e = self.last_eval
-            lines.append(f"  evaluation at step {e.step:,}: {e.return_mean:.1f} ± {e.return_std:.1f} ({e.episodes} episodes)")
+            lines.append(f"  evaluation at step {e.step:,}: {e.return_mean:.1f} ± {e.return_std:.1f} "
+                         f"({e.episodes} episodes)")
         if self.last_checkpoint:
             lines.append(f"  checkpoint {self.last_checkpoint}")
         lines.append(f"  run dir {engine.run_dir} (resume: rltui resume {engine.run_dir})")

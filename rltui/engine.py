@@ -32,7 +32,6 @@ raises is reported once (WarningRaised) and never stops the loop.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import random
@@ -41,7 +40,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +129,6 @@ def _agent_class(algo: str) -> type:
 
         return TRPOAgent
     raise ValueError(f"unknown algo {algo!r}")
-
-
-def agent_setting(preset: Preset, name: str) -> Any:
-    """A [mpo]/[trpo] value from the preset, else the agent's default."""
-    if name in preset.agent:
-        return preset.agent[name]
-    return inspect.signature(_agent_class(preset.algo).__init__).parameters[name].default
 
 
 def make_policy(agent: Any, algo: str, spec: EnvSpec, device: torch.device, deterministic: bool) -> Policy:
@@ -247,7 +238,7 @@ class Engine:
         self.agent = build_agent(preset, self.spec, self.device)
         self.obs_normalizer = ObsNormalizer(self.spec.obs_dim, preset.env.normalize_obs, preset.env.clip_obs)
         self.reward_normalizer = (
-            RewardNormalizer(self._envs.num_envs, agent_setting(preset, "gamma"))
+            RewardNormalizer(self._envs.num_envs, preset.agent["gamma"])
             if self.algo == "trpo" and preset.env.normalize_reward
             else None
         )
@@ -358,8 +349,8 @@ class Engine:
         between the updates of one step) does exactly what an uninterrupted one does."""
         assert self.replay is not None
         train = self.preset.train
-        use_retrace = bool(agent_setting(self.preset, "use_retrace"))
-        retrace_steps = int(agent_setting(self.preset, "retrace_steps"))
+        use_retrace = bool(self.preset.agent["use_retrace"])
+        retrace_steps = int(self.preset.agent["retrace_steps"])
         n = self._envs.num_envs
         while True:
             while self.counters.update_credit >= 1.0:
@@ -402,8 +393,8 @@ class Engine:
 
         assert self.rollout is not None
         rollout = self.rollout
-        gamma = agent_setting(self.preset, "gamma")
-        gae_lambda = agent_setting(self.preset, "gae_lambda")
+        gamma = self.preset.agent["gamma"]
+        gae_lambda = self.preset.agent["gae_lambda"]
         while True:
             actor = RolloutActor(self.agent, self._sampler)  # the policy is fixed until the next update
             while not rollout.full:
@@ -417,7 +408,9 @@ class Engine:
                 if self.reward_normalizer is not None:
                     rewards = self.reward_normalizer(rewards, result.dones)
                 truncated = result.truncated & ~result.terminated
-                final_values = actor.values(self.obs_normalizer.normalize(result.final_obs)) if truncated.any() else None
+                final_values = None
+                if truncated.any():  # V(final observation): GAE bootstraps through the time limit
+                    final_values = actor.values(self.obs_normalizer.normalize(result.final_obs))
                 rollout.add(obs=obs_norm, actions=action, log_probs=log_prob, values=value, rewards=rewards,
                             terminated=result.terminated, truncated=truncated, final_values=final_values)
                 self._after_env_step(result.obs, result.finished)

@@ -56,7 +56,7 @@ def restore(env: gym.Env, state: dict[str, Any]) -> None:
         raise EnvStateError(f"environment state does not fit {_env_name(env)}: {exc}") from None
     if len(elapsed) != len(limits):
         raise EnvStateError(f"environment state has {len(elapsed)} time limits, {_env_name(env)} has {len(limits)}")
-    for wrapper, steps in zip(limits, elapsed):
+    for wrapper, steps in zip(limits, elapsed, strict=True):
         wrapper._elapsed_steps = steps
 
 
@@ -83,7 +83,8 @@ def _mujoco_env_class() -> type[Any] | None:
 
 
 def _capture_dynamics(base: Any) -> dict[str, Any] | None:
-    if type(base).__module__.startswith(CLASSIC_CONTROL_MODULE) and isinstance(getattr(base, "state", None), np.ndarray):
+    classic_control = type(base).__module__.startswith(CLASSIC_CONTROL_MODULE)
+    if classic_control and isinstance(getattr(base, "state", None), np.ndarray):
         return {"kind": "classic_control", "state": base.state.tolist(), "dtype": str(base.state.dtype)}
     mujoco_env = _mujoco_env_class()
     if mujoco_env is not None and isinstance(base, mujoco_env):

@@ -227,11 +227,11 @@ class TrainingEnvs:
         ended = np.flatnonzero(terminated | truncated)
         if ended.size:
             final_obs = obs.copy()
-            for i in ended:
-                finished.append((int(i), float(self._returns[i]), int(self._lengths[i])))
-                self._returns[i] = 0.0
-                self._lengths[i] = 0
-                obs[i] = self._envs[i].reset()[0]
+            for index in ended:
+                finished.append((int(index), float(self._returns[index]), int(self._lengths[index])))
+                self._returns[index] = 0.0
+                self._lengths[index] = 0
+                obs[index] = self._envs[index].reset()[0]
         return StepResult(obs, final_obs, rewards.astype(np.float32), terminated, truncated, finished)
 
     def state_dict(self) -> dict[str, Any] | None:
@@ -252,7 +252,7 @@ class TrainingEnvs:
         if returns.shape != (self.num_envs,) or lengths.shape != (self.num_envs,):
             raise env_state.EnvStateError("saved episode returns do not fit the envs")
         self.reset()
-        for env, saved in zip(self._envs, state["envs"]):
+        for env, saved in zip(self._envs, state["envs"], strict=True):
             env_state.restore(env, saved)
         self._returns[:] = returns
         self._lengths[:] = lengths
@@ -354,7 +354,9 @@ class RewardNormalizer:
         if "discounted" in state:
             discounted = np.asarray(state["discounted"], dtype=np.float64)
             if discounted.shape != self._discounted.shape:
-                raise ValueError(f"saved discounted returns of shape {discounted.shape}, expected {self._discounted.shape}")
+                raise ValueError(
+                    f"saved discounted returns of shape {discounted.shape}, expected {self._discounted.shape}"
+                )
             self._discounted = discounted
         else:  # saved before rltui kept them
             self.end_episodes()

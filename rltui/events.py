@@ -52,7 +52,7 @@ class Event:
         return payload
 
     @staticmethod
-    def from_json(payload: Any) -> "Event":
+    def from_json(payload: Any) -> Event:
         """Rebuild an event from its JSON form, checking every field's type.
 
         Raises `UnknownEventKind` (a ValueError) for a kind this version does not know, and

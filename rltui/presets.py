@@ -730,7 +730,8 @@ def _validate(raw: Mapping[str, Any], origins: _Origins, fallback_name: str, *, 
 
     assert algo is not None
     return Preset(
-        name=top.get("name") or (fallback_name if _NAME_PATTERN.fullmatch(fallback_name) else _TOP_KEYS["name"].default),
+        name=top.get("name")
+        or (fallback_name if _NAME_PATTERN.fullmatch(fallback_name) else _TOP_KEYS["name"].default),
         description=top.get("description", _TOP_KEYS["description"].default),
         algo=algo,
         env=EnvConfig(**env),

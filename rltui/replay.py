@@ -12,6 +12,7 @@ Observations are stored raw; the engine normalises sampled batches with the curr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,10 +84,11 @@ class ReplayBuffer:
     def save(self, path: Path) -> None:
         """Write the filled rows in logical order to an .npz (no pickled objects)."""
         order = (self._oldest_row() + np.arange(self._filled)) % self.rows
-        arrays = {k: self._data[k][order] for k in FIELDS}
         meta = np.array([self.rows, self.num_envs, self.obs_dim, self.act_dim, self._filled], dtype=np.int64)
+        arrays: dict[str, Any] = {"format": np.array(_FORMAT), "meta": meta}
+        arrays.update((k, self._data[k][order]) for k in FIELDS)
         with open(path, "wb") as handle:
-            np.savez(handle, format=np.array(_FORMAT), meta=meta, **arrays)
+            np.savez(handle, **arrays)
 
     def end_episodes(self) -> None:
         """Mark the newest row of every env as an episode end (`dones`), so no sequence joins it to
@@ -118,7 +120,9 @@ class ReplayBuffer:
                     array = data[key]
                     expected = (filled, *self._data[key].shape[1:])
                     if array.shape != expected or array.dtype != np.float32:
-                        raise ReplayError(f"{path}: field {key} is {array.dtype} {array.shape}, expected float32 {expected}")
+                        raise ReplayError(
+                            f"{path}: field {key} is {array.dtype} {array.shape}, expected float32 {expected}"
+                        )
                     arrays[key] = array[filled - keep:]
         except ReplayError:
             raise

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from fake_engine import T0, FakeEngine
+
 from rltui.app import RlTuiApp
 from rltui.events import RunState
 from rltui.screens.dashboard import DashboardScreen
@@ -133,7 +133,7 @@ async def test_failing_engine_shows_failed_and_stays_usable():
         engine = FakeEngine("mpo", outcome=outcome)
         app = RlTuiApp(engine=engine)
         async with app.run_test(size=(80, 24)) as pilot:
-            await _wait_for(pilot, lambda: app.history.status().state is RunState.FAILED)
+            await _wait_for(pilot, lambda app=app: app.history.status().state is RunState.FAILED)
             screen = app.screen
             screen.pull()
             await pilot.pause()
@@ -146,7 +146,7 @@ async def test_failing_engine_shows_failed_and_stays_usable():
             await pilot.press("s", "1")  # still usable
             assert screen.maximised == 1
             await pilot.press("q")
-            await _wait_for(pilot, lambda: not app.is_running)
+            await _wait_for(pilot, lambda app=app: not app.is_running)
         assert app.run_exit_code() == 1
 
 
@@ -261,6 +261,7 @@ async def test_picker_shows_validation_errors_instead_of_crashing(tmp_path):
 def _real_engine(algo: str, steps: int, saves_root):
     """conftest's tiny preset: `steps` long, evaluations rare, no replay in checkpoints."""
     from conftest import tiny_preset
+
     from rltui.engine import Engine
     from rltui.rundir import create_run_dir
 
@@ -345,7 +346,7 @@ def test_format_value_is_short():
 
 def _snap(xs, ys):
     series = DownsampledSeries(64)
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         series.add(float(x), float(y))
     return series.snapshot()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_preset
+
 from rltui import checkpoint as ckpt
 from rltui.cli import evaluate_checkpoint
 from rltui.engine import Engine

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_preset
+
 from rltui import cli
 from rltui.checkpoint import latest_checkpoint
 from rltui.engine import Engine

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_preset
+
 from rltui import checkpoint as ckpt
 from rltui.engine import Engine
-from rltui.rundir import create_run_dir
 from rltui.events import (
     CheckpointSaved,
     EpisodeFinished,
@@ -29,6 +28,7 @@ from rltui.events import (
     WarningRaised,
 )
 from rltui.resume import ResumeError
+from rltui.rundir import create_run_dir
 from rltui.runlog import RunLogWriter, read_events
 
 pytestmark = pytest.mark.timeout(120)
@@ -215,7 +215,7 @@ def _tensors_equal(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 

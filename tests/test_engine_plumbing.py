@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from chain_env import ENV_ID, Transition
+from conftest import tiny_preset
 from torch.distributions import Normal
 
 import agents.trpo
-from chain_env import ENV_ID, Transition
-from conftest import tiny_preset
 from rltui.engine import Engine
-from rltui.rundir import create_run_dir
 from rltui.events import RunState
+from rltui.rundir import create_run_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,7 +216,7 @@ def test_trpo_gae_inputs_bootstrap_from_the_true_next_observation(tmp_path, monk
     assert len(spy.calls) == len(updates) == 3
     logs = [stacked(log) for log in env_logs(engine)]
     assert any(log["truncated"].any() for log in logs) and any(log["terminated"].any() for log in logs)
-    for k, (call, batch) in enumerate(zip(spy.calls, updates)):
+    for k, (call, batch) in enumerate(zip(spy.calls, updates, strict=True)):
         assert (call["gamma"], call["gae_lambda"]) == (0.9, 0.8)
         rows = slice(k * horizon, (k + 1) * horizon)
         for i, log in enumerate(logs):

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from chain_env import ENV_ID as CHAIN_ID
+
 from rltui.env_state import EnvStateError
 from rltui.envs import TrainingEnvs
 
@@ -37,8 +37,8 @@ def run(envs: TrainingEnvs, actions: np.ndarray) -> list[tuple]:
 
 def assert_same_trajectory(a: list[tuple], b: list[tuple]) -> None:
     assert len(a) == len(b)
-    for step, (x, y) in enumerate(zip(a, b)):
-        for left, right in zip(x[:5], y[:5]):
+    for step, (x, y) in enumerate(zip(a, b, strict=True)):
+        for left, right in zip(x[:5], y[:5], strict=True):
             np.testing.assert_array_equal(left, right, err_msg=f"step {step}")
         assert x[5] == y[5], f"step {step}: finished episodes differ"
 

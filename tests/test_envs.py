@@ -60,7 +60,7 @@ def test_truncation_reports_final_obs_and_true_returns():
     np.testing.assert_allclose(obs[0], ref_obs)
     actions = np.full((2, 1), 0.5, dtype=np.float32)
     ref_return = 0.0
-    for t in range(5):
+    for _ in range(5):
         result = vec.step(actions)
         ref_obs, ref_reward, ref_term, ref_trunc, _ = reference.step(actions[0])
         ref_return += ref_reward

@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-
 from fake_engine import scripted_events
+
 from rltui.events import (
     _FIELD_TYPES,
     EVENT_TYPES,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from chain_env import ENV_ID as CHAIN_ID
 from conftest import tiny_preset
+
 from rltui import checkpoint as ckpt
 from rltui.engine import Engine
 from rltui.events import Event, RunState, WarningRaised
@@ -39,7 +39,7 @@ def assert_same(a, b, where: str = "") -> None:
             assert_same(a[key], b[key], f"{where}.{key}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"

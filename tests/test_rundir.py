@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_preset
+
 from rltui import checkpoint as ckpt
 from rltui.engine import Engine
 from rltui.events import ErrorRaised, Event, RunState

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_engine import T0, FakeEngine
+
 from rltui.app import RlTuiApp
 from rltui.presets import PresetInfo, preset_from_toml_text
 

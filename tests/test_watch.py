@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fake_engine import scripted_events, write_metrics_jsonl
+
 from rltui.app import RlTuiApp, run_watch
 from rltui.events import RunStarted, RunState, StateChanged, UpdateMetrics, WarningRaised
 from rltui.history import MAX_SERIES, TRAIN_RETURN, MetricsHistory, clean_text

@@ -8,7 +8,8 @@ they are greyed out.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -176,7 +177,7 @@ class DashboardScreen(Screen[None]):
 
     def _configure(self, algo: str) -> None:
         specs = chart_specs(algo, self._settings)
-        for chart, spec in zip(self.charts(), specs):
+        for chart, spec in zip(self.charts(), specs, strict=True):
             chart.set_spec(spec)
         self._configured = algo
         self._seen.clear()

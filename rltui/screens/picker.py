@@ -8,8 +8,8 @@ pane as one line; nothing here raises into the app.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Group
 from rich.table import Table
@@ -70,7 +70,8 @@ def describe_preset(preset: Preset, path: str, device: str) -> Group:
         table.add_row("rollout", f"{train.rollout_steps:,} steps × {env.num_envs} env per update")
     table.add_row("eval", f"every {preset.eval.interval:,} steps, {preset.eval.episodes} episodes")
     ck = preset.checkpoint
-    table.add_row("checkpoint", f"every {ck.interval:,} steps, keep {ck.keep}, replay {'yes' if ck.save_replay else 'no'}")
+    replay = "yes" if ck.save_replay else "no"
+    table.add_row("checkpoint", f"every {ck.interval:,} steps, keep {ck.keep}, replay {replay}")
     agent = Table.grid(padding=(0, 2))
     agent.add_column(overflow="fold")
     agent.add_column(no_wrap=True)

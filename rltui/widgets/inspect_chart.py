@@ -15,6 +15,7 @@ from textual.widgets import Static
 from rltui.history import SeriesSnapshot
 from rltui.widgets.line_chart import ChartSpec, ema
 
+
 def downsample(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
     """Average consecutive points down to at most `points` (x and y keep their order)."""
     n = len(x)

@@ -169,7 +169,7 @@ def rasterize(
             mask = np.zeros((dot_h, dot_w), dtype=bool)
             mask[int(to_row(np.array([v]))[0]), (np.arange(dot_w) // 2) % 2 == 0] = True
             layers.append(("ref", mask))
-    for s, x, _, lo, hi in lines:
+    for _, x, _, lo, hi in lines:
         if lo is None or hi is None:
             continue
         ok = np.isfinite(hi)
@@ -306,7 +306,7 @@ class LineChart(Widget, can_focus=True):
         return Strip.blank(self._size.width, self._base or Style())
 
     def _style(self, name: str) -> Style:
-        return self._base + self.get_component_rich_style(f"line-chart--{name}", partial=True)
+        return (self._base or Style()) + self.get_component_rich_style(f"line-chart--{name}", partial=True)
 
     def _build(self, width: int, height: int) -> list[Strip]:
         if width <= 0 or height <= 0:
