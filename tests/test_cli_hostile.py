@@ -58,6 +58,13 @@ def assert_one_error(result: subprocess.CompletedProcess, *fragments: str) -> st
     return lines[0]
 
 
+def assert_refused_untouched(workdir: Path, args: list[str], fragments: list[str]) -> None:
+    """`rltui *args` in `workdir` gives one error line holding `fragments` and changes nothing there."""
+    before = tree(workdir)
+    assert_one_error(rltui(*args, cwd=workdir), *fragments)
+    assert tree(workdir) == before
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A scratch directory holding a finished tiny TRPO run (`run`), a diverged copy of it whose
@@ -145,9 +152,7 @@ def test_eval_takes_the_largest_seed_and_a_healthy_agent_still_gives_numbers(wor
     ids=lambda v: str(v)[:40],
 )
 def test_eval_bad_input_is_one_line_exit_2_nothing_written(workdir, args, fragments):
-    before = tree(workdir)
-    assert_one_error(rltui("eval", *args, cwd=workdir), *fragments)
-    assert tree(workdir) == before
+    assert_refused_untouched(workdir, ["eval", *args], fragments)
 
 
 # ---- watch -----------------------------------------------------------------------------------------
@@ -171,9 +176,7 @@ def test_eval_bad_input_is_one_line_exit_2_nothing_written(workdir, args, fragme
     ids=lambda v: str(v)[:40],
 )
 def test_watch_bad_input_is_one_line_exit_2_nothing_written(workdir, args, fragments):
-    before = tree(workdir)
-    assert_one_error(rltui("watch", *args, cwd=workdir), *fragments)
-    assert tree(workdir) == before
+    assert_refused_untouched(workdir, ["watch", *args], fragments)
 
 
 def test_watch_refuses_a_log_that_is_not_a_regular_file(tmp_path):
@@ -231,9 +234,7 @@ def test_watch_refuses_an_unreadable_log(tmp_path):
     ids=lambda v: str(v)[:40],
 )
 def test_resume_bad_input_is_one_line_exit_2_nothing_written(workdir, args, fragments):
-    before = tree(workdir)
-    assert_one_error(rltui("resume", *args, "--headless", cwd=workdir), *fragments)
-    assert tree(workdir) == before
+    assert_refused_untouched(workdir, ["resume", *args, "--headless"], fragments)
 
 
 # ---- train and presets ------------------------------------------------------------------------------
@@ -255,9 +256,7 @@ def test_resume_bad_input_is_one_line_exit_2_nothing_written(workdir, args, frag
     ids=lambda v: str(v)[:40],
 )
 def test_train_and_presets_bad_paths_are_one_line_exit_2_nothing_written(workdir, args, fragments):
-    before = tree(workdir)
-    assert_one_error(rltui(*args, cwd=workdir), *fragments)
-    assert tree(workdir) == before
+    assert_refused_untouched(workdir, args, fragments)
 
 
 def test_a_fifo_preset_is_refused_without_blocking(tmp_path):
@@ -292,9 +291,7 @@ def test_a_fifo_preset_is_refused_without_blocking(tmp_path):
     ids=lambda v: str(v)[:40],
 )
 def test_global_flag_bad_input_is_one_line_exit_2_nothing_written(workdir, args, fragments):
-    before = tree(workdir)
-    assert_one_error(rltui(*args, cwd=workdir), *fragments)
-    assert tree(workdir) == before
+    assert_refused_untouched(workdir, args, fragments)
 
 
 def test_version_and_help_exit_0(workdir):
