@@ -219,3 +219,24 @@ def test_a_checkpoint_at_total_steps_is_finished_also_when_the_preset_file_says_
     with pytest.raises(ResumeError, match="the run is finished"):
         Engine(engine.preset, engine.run_dir, resume=True)
     assert ckpt.latest_checkpoint(engine.run_dir).name == "step-150"
+
+
+@pytest.mark.parametrize("new_horizon", [10, 40])
+def test_a_changed_rollout_length_applies_from_the_saved_partial_rollout(tmp_path, new_horizon):
+    first = run_to(tiny_preset("trpo"), None, tmp_path, 250)  # 25 of 50 steps per env in the rollout
+    assert first.rollout.length == 25
+    resumed = Engine(apply_overrides(first.preset, ["train.total_steps=400", f"train.rollout_steps={new_horizon}"]),
+                     first.run_dir, resume=True)
+    lengths = []
+    real_update = resumed.agent.update
+
+    def update(batch):
+        lengths.append(batch["obs"].shape[0] // 2)
+        return real_update(batch)
+
+    resumed.agent.update = update
+    resumed.run()
+    # A saved rollout longer than the new horizon is learnt from as it is; a shorter one is filled up.
+    first_update = 25 if new_horizon < 25 else new_horizon
+    assert lengths[0] == first_update and set(lengths[1:]) <= {new_horizon}
+    assert resumed.step == 400
