@@ -319,6 +319,14 @@ def test_compute_gae_by_hand_with_termination_truncation_and_two_envs() -> None:
     assert advantages.shape == returns.shape == (3, 2)
 
 
+def test_compute_gae_of_one_step_from_plain_lists_is_float32() -> None:
+    # Python floats are float64: every input must be converted, or the outputs come back float64.
+    advantages, returns = compute_gae([[1.0, 2.0]], [[0.5, 1.0]], [[2.0, 3.0]], [[0.0, 1.0]], [[0.0, 1.0]], 0.5, 0.9)
+    np.testing.assert_allclose(advantages, [[1.5, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(returns, [[2.0, 2.0]], rtol=1e-6)
+    assert advantages.dtype == returns.dtype == np.float32
+
+
 def test_compute_gae_equals_forward_sums_on_random_rollouts() -> None:
     rng = np.random.default_rng(0)
     steps, envs = 12, 3
@@ -343,13 +351,21 @@ def value_forward(params: list[torch.Tensor], obs: torch.Tensor) -> torch.Tensor
     return F.linear(h, params[-2], params[-1]).squeeze(-1)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_value_regression_matches_plain_minibatch_descent(optimizer: str) -> None:
+@pytest.mark.parametrize(
+    ("optimizer", "epochs", "samples", "scale"),
+    [
+        ("adam", 3, 50, 1.0),  # 50 = 3 minibatches of 16 and one of 2, per epoch
+        ("sgd", 3, 50, 1.0),
+        ("adam", 1, 12, 0.1),  # a single step; returns with a variance below 1
+    ],
+)
+def test_value_regression_matches_plain_minibatch_descent(optimizer: str, epochs: int, samples: int, scale: float) -> None:
     agent = make_agent(
-        layers=(6,), value_epochs=3, value_minibatch_size=16, value_lr=0.01, max_grad_norm=0.3, optimizer_type=optimizer
+        layers=(6,), value_epochs=epochs, value_minibatch_size=16, value_lr=0.01, max_grad_norm=0.3,
+        optimizer_type=optimizer,
     )
-    batch = make_batch(agent, seed=5, samples=50)  # 50 = 3 minibatches of 16 and one of 2
-    obs, returns = batch["obs"], 3.0 * batch["obs"][:, 0] + batch["returns"]
+    batch = make_batch(agent, seed=5, samples=samples)
+    obs, returns = batch["obs"], scale * (3.0 * batch["obs"][:, 0] + batch["returns"])
     batch["returns"] = returns
     params = [p.detach().clone().requires_grad_(True) for p in agent.value.parameters()]
     if optimizer == "adam":
@@ -364,10 +380,10 @@ def test_value_regression_matches_plain_minibatch_descent(optimizer: str) -> Non
     torch.manual_seed(9)
     metrics = agent.update(batch)
     torch.manual_seed(9)
-    permutations = torch.rand(3, 50).argsort(dim=1)  # the agent's shuffles
+    permutations = torch.rand(epochs, samples).argsort(dim=1)  # the agent's shuffles
     losses = []
     for permutation in permutations:
-        for start in range(0, 50, 16):
+        for start in range(0, samples, 16):
             index = permutation[start : start + 16]
             loss = ((value_forward(params, obs[index]) - returns[index]) ** 2).mean()
             reference_optimizer.zero_grad()
@@ -379,11 +395,39 @@ def test_value_regression_matches_plain_minibatch_descent(optimizer: str) -> Non
             reference_optimizer.step()
             losses.append(float(loss.detach()))
 
-    assert len(losses) == 12
+    assert len(losses) == epochs * math.ceil(samples / 16)
     assert metrics["loss/value"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
     assert metrics["value/explained_variance"] == pytest.approx(explained_variance, rel=1e-5, abs=1e-6)
     for actual, expected in zip(agent.value.parameters(), params):
         torch.testing.assert_close(actual.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_vanishing_gradient_takes_no_step() -> None:
+    """s^T F s below its floor: the step is not usable, however far the scaling would stretch it."""
+    agent = make_agent(normalize_advantages=False, cg_iters=50)
+    with torch.no_grad():  # std e^-5: a Fisher of ~e^10 along the mean makes s^T F s tiny
+        agent.policy.log_std.fill_(-5.0)
+    batch = make_batch(agent, seed=3)
+    problem = Problem(agent, batch)
+    mean, std = problem.old.mean, problem.old.stddev
+    # advantages 1e-6 z_0: g.g ~ 2e-8, well above CG's residual floor, but s^T F s ~ 9e-13 < 1e-12
+    batch["advantages"] = (1e-6 * (problem.actions[:, 0] - mean[:, 0]) / std[:, 0]).float()
+    gradient = Problem(agent, batch).gradient()
+    assert float(gradient @ gradient) > 1e-9
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    metrics = agent.update(batch)
+    assert metrics["policy/line_search_accepted"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+
+
+def test_non_finite_advantages_take_no_step_and_report_a_zero_step() -> None:
+    agent = make_agent(normalize_advantages=False)
+    batch = make_batch(agent, seed=3)
+    batch["advantages"][5] = float("nan")
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    metrics = agent.update(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+    assert metrics["policy/step_norm"] == 0.0 and metrics["policy/line_search_accepted"] == 0.0
 
 
 def test_explained_variance_is_zero_for_constant_returns() -> None:
