@@ -144,6 +144,43 @@ def test_critic_sampled_pass_in_uneven_chunks_reuses_its_buffers(monkeypatch: py
         torch.testing.assert_close(critic.forward_sampled(obs, actions), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_scratch_buffers_reuse_storage_only_when_it_fits() -> None:
+    scratch = mpo.ScratchBuffers()
+    like = torch.zeros(1)
+    first = scratch.get("a", (6, 3), like)
+    assert first.shape == (6, 3) and first.dtype == torch.float32
+    assert scratch.get("a", (6, 3), like).data_ptr() == first.data_ptr()
+    fewer = scratch.get("a", (4, 3), like)
+    assert fewer.shape == (4, 3) and fewer.data_ptr() == first.data_ptr()  # the first rows
+    more = scratch.get("a", (8, 3), like)
+    assert more.shape == (8, 3) and more.data_ptr() != first.data_ptr()
+    assert scratch.get("a", (8, 3), like).data_ptr() == more.data_ptr()  # the larger one is kept
+    other_width = scratch.get("a", (2, 5), like)
+    assert other_width.shape == (2, 5)
+    double = scratch.get("a", (2, 5), torch.zeros(1, dtype=torch.float64))
+    assert double.dtype == torch.float64 and double.data_ptr() != other_width.data_ptr()
+    assert scratch.get("b", (2, 5), torch.zeros(1, dtype=torch.float64)).data_ptr() != double.data_ptr()
+
+
+def test_policy_samples_are_mean_plus_std_times_the_generators_noise() -> None:
+    torch.manual_seed(0)
+    policy = DiagonalGaussianPolicy(3, 2, (8,), np.array([-2.0, -1.0]), np.array([2.0, 1.0])).double()
+    mean = torch.tensor([[0.5, -0.2], [1.9, 0.9]], dtype=torch.float64)
+    log_std = torch.tensor([[0.1, -0.5], [0.3, 0.2]], dtype=torch.float64)
+    raw, executed = policy.sample_action_raw_and_exec(mean, log_std, False, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(raw, mean + log_std.exp() * noise, rtol=0, atol=1e-15)
+    low, high = torch.tensor([-2.0, -1.0], dtype=torch.float64), torch.tensor([2.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(executed, torch.maximum(torch.minimum(raw, high), low))
+    torch.testing.assert_close(policy.sample_action(mean, log_std, True), torch.maximum(torch.minimum(mean, high), low))
+    obs = torch.randn(4, 3, dtype=torch.float64)
+    torch.manual_seed(7)
+    raw_many, executed_many = policy.sample_actions_raw_and_exec(obs, 5)
+    torch.manual_seed(7)
+    torch.testing.assert_close(policy.sample_actions(obs, 5), executed_many)
+    assert raw_many.shape == (4, 5, 2) and not torch.equal(raw_many, executed_many)
+
+
 def test_policy_forward_sanitises_and_samples_inside_bounds() -> None:
     torch.manual_seed(0)
     policy = DiagonalGaussianPolicy(3, 2, (16,), np.array([-2.0, -1.0]), np.array([2.0, 1.0]))
@@ -157,7 +194,7 @@ def test_policy_forward_sanitises_and_samples_inside_bounds() -> None:
     assert (executed[..., 0].abs() <= 2.0).all() and (executed[..., 1].abs() <= 1.0).all()
     deterministic_raw, _ = policy.sample_action_raw_and_exec(mean, log_std, True)
     torch.testing.assert_close(deterministic_raw, mean)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments: \['unknown'\]"):
         policy.sample_action(mean, log_std, False, unknown=1)
     generator = torch.Generator().manual_seed(3)
     first = policy.sample_action(mean, log_std, False, generator=generator)
@@ -265,8 +302,10 @@ def test_retrace_update_runs_and_uses_the_window_start() -> None:
     assert target.shape == (BATCH,) and torch.isfinite(target).all()
     metrics = agent.update(batch)
     assert metrics is not None and all(math.isfinite(value) for value in metrics.values())
-    with pytest.raises(KeyError, match="dones"):
+    with pytest.raises(KeyError, match=r"MPO batch is missing \['dones'\]"):
         agent.update({key: value for key, value in batch.items() if key != "dones"})
+    with pytest.raises(ValueError, match=r"must be \(B, L, O\), got \(16, 3\)"):
+        agent.update({**batch, "obs": batch["obs"][:, 0]})
 
 
 def test_one_step_target_bootstraps_through_truncation_only() -> None:
@@ -304,7 +343,7 @@ def test_target_networks_sync_on_the_first_update_and_every_period() -> None:
 
 
 @pytest.mark.parametrize("corrupt", ["obs_nan", "reward_inf", "next_obs_nan", "critic_inf"])
-@pytest.mark.parametrize("prior_updates", [0, 2])
+@pytest.mark.parametrize("prior_updates", [0, 1, 2])  # 1: an update that does not sync the targets
 def test_non_finite_input_changes_nothing(corrupt: str, prior_updates: int) -> None:
     agent = make_agent(target_networks_update_period=2)
     for update in range(prior_updates):
@@ -343,6 +382,16 @@ def test_unknown_optimizer_raises_and_sgd_works() -> None:
     agent = make_agent(optimizer_type="sgd")
     assert isinstance(agent.q_optimizer, torch.optim.SGD)
     assert agent.update(make_batch()) is not None
+
+
+def test_a_projected_temperature_stays_positive() -> None:
+    agent = make_agent(temperature_lr=0.0)
+    with torch.no_grad():
+        agent.duals["temperature"].fill_(-30.0)
+    metrics = agent.update(make_batch())
+    assert agent.duals["temperature"].item() == DUAL_RAW_MIN
+    # softplus(-18) + 1e-8: the offset keeps eta away from 0 even at the projection bound.
+    assert metrics["dual/temperature"] == pytest.approx(math.log1p(math.exp(-18.0)) + 1e-8, rel=1e-5)
 
 
 def test_duals_initialisation_and_projection() -> None:
@@ -438,6 +487,11 @@ def test_act_with_logp_shapes_and_tensor_batches() -> None:
     actions, raws, log_probs = agent.act_with_logp(np.zeros((5, OBS_DIM), dtype=np.float32), deterministic=True)
     assert actions.shape == (5, ACT_DIM) and log_probs.shape == (5,) and log_probs.dtype == np.float32
     assert np.all(np.abs(agent.act(np.zeros((4, OBS_DIM)))) <= 1.0)
+    obs = np.random.default_rng(0).normal(size=(6, OBS_DIM)).astype(np.float32)
+    with torch.no_grad():
+        mean = agent.policy(torch.as_tensor(obs))[0].clamp(-1.0, 1.0).numpy()
+    np.testing.assert_array_equal(agent.act(obs, deterministic=True), mean)
+    assert not np.array_equal(agent.act(obs), agent.act(obs))  # stochastic by default
     tensor_batch = {key: torch.as_tensor(value) for key, value in make_batch().items()}
     assert agent.update(tensor_batch) is not None
     assert agent._expected_q_current(torch.zeros(4, OBS_DIM)).shape == (4,)

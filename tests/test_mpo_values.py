@@ -202,24 +202,28 @@ def retrace_by_loops(
     return torch.tensor(out, dtype=torch.float64)
 
 
-def test_retrace_target_equals_a_backward_recursion() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_retrace_target_equals_a_backward_recursion(dtype: torch.dtype) -> None:
     generator = torch.Generator().manual_seed(3)
     batch, steps = 6, 4
-    q_taken = torch.randn(batch, steps, generator=generator)
-    next_value = torch.randn(batch, steps, generator=generator)
-    rewards = torch.randn(batch, steps, generator=generator)
+    q_taken = torch.randn(batch, steps, generator=generator, dtype=dtype)
+    next_value = torch.randn(batch, steps, generator=generator, dtype=dtype)
+    rewards = torch.randn(batch, steps, generator=generator, dtype=dtype)
     dones = torch.tensor(
-        [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1], [1, 0, 1, 0]], dtype=torch.float32
+        [[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1], [1, 0, 1, 0]], dtype=dtype
     )
-    terminated = dones * torch.tensor([[1, 1, 0, 1]] * batch, dtype=torch.float32)
-    traces = torch.rand(batch, steps, generator=generator) * 0.9 + 0.05
+    terminated = dones * torch.tensor([[1, 1, 0, 1]] * batch, dtype=dtype)
+    traces = torch.rand(batch, steps, generator=generator, dtype=dtype) * 0.9 + 0.05
     expected = retrace_by_loops(q_taken, next_value, rewards, terminated, dones, traces, 0.9)
     actual = retrace_target(q_taken, next_value, rewards, terminated, dones, traces, 0.9)
-    torch.testing.assert_close(actual.double(), expected, **TOL)
+    assert actual.dtype == dtype
+    # float64 inputs keep float64 precision throughout (the discounts too).
+    tolerance = TOL if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(actual.double(), expected, **tolerance)
     # Without ends, with traces 1 and V(s'_t) = Q(s_{t+1}, a_{t+1}) it is the n-step return.
-    ones, zeros = torch.ones(batch, steps), torch.zeros(batch, steps)
+    ones, zeros = torch.ones(batch, steps, dtype=dtype), torch.zeros(batch, steps, dtype=dtype)
     consistent = torch.cat([q_taken[:, 1:], next_value[:, -1:]], dim=1)
-    n_step = (0.9 ** torch.arange(steps) * rewards).sum(-1) + 0.9**steps * next_value[:, -1]
+    n_step = (0.9 ** torch.arange(steps, dtype=dtype) * rewards).sum(-1) + 0.9**steps * next_value[:, -1]
     actual = retrace_target(q_taken, consistent, rewards, zeros, zeros, ones, 0.9)
     torch.testing.assert_close(actual, n_step, **TOL)
 
