@@ -117,10 +117,31 @@ def test_layer_norm_mlp_structure() -> None:
 
 
 def test_small_init_linear_is_truncated_with_zero_bias() -> None:
+    torch.manual_seed(0)
     layer = SmallInitLinear(200, 100, std=0.01)
     assert layer.weight.abs().max() <= 0.02 + 1e-7
-    assert 0.005 < layer.weight.std() < 0.015
+    # N(0, 0.01^2) truncated at +-2 std has std 0.01 * sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)) = 0.0088.
+    assert 0.0085 < layer.weight.std() < 0.0091
+    assert abs(float(layer.weight.detach().mean())) < 2e-4
     assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_layer_norm_mlp_defaults_to_a_linear_last_layer_and_needs_a_layer() -> None:
+    torch.manual_seed(0)
+    mlp = LayerNormMLP(4, (16, 8))
+    x = 5.0 * torch.randn(64, 4)
+    manual = mlp.hidden[0](torch.tanh(mlp.input_norm(mlp.input_linear(x))))
+    torch.testing.assert_close(mlp(x), manual)
+    assert (mlp(x) < -1.0).any()  # no ELU at the end
+    with pytest.raises(ValueError, match="layer_sizes must name at least one layer"):
+        LayerNormMLP(4, ())
+
+
+def test_policy_mean_head_has_unit_gain_fan_in_initialisation() -> None:
+    torch.manual_seed(0)
+    policy = DiagonalGaussianPolicy(3, 64, (256,))
+    assert float(policy.mean_head.weight.detach().std()) == pytest.approx(1.0 / 16.0, rel=0.03)  # 1 / sqrt(fan_in)
+    assert torch.count_nonzero(policy.mean_head.bias) == 0
 
 
 def test_critic_sampled_pass_matches_forward_and_clips_actions() -> None:
@@ -189,6 +210,14 @@ def test_policy_forward_sanitises_and_samples_inside_bounds() -> None:
         policy.mean_head.bias[0] = float("nan")
     mean, log_std = policy(torch.randn(4, 3))
     assert torch.isfinite(mean).all() and (log_std <= 2.0).all()
+    heads = DiagonalGaussianPolicy(3, 4, (8,))
+    with torch.no_grad():  # head outputs nan, +inf, -inf and a value below the log-std floor
+        for head in (heads.mean_head, heads.log_std_head):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([float("nan"), float("inf"), -float("inf"), -30.0]))
+    head_mean, head_log_std = heads(torch.randn(2, 3))
+    assert torch.equal(head_mean, torch.tensor([[0.0, 0.0, 0.0, -30.0]] * 2))
+    assert torch.equal(head_log_std, torch.tensor([[0.0, 0.0, 0.0, -20.0]] * 2))
     raw, executed = policy.sample_actions_raw_and_exec(torch.randn(4, 3), 50)
     assert raw.shape == executed.shape == (4, 50, 2)
     assert (executed[..., 0].abs() <= 2.0).all() and (executed[..., 1].abs() <= 1.0).all()
@@ -369,8 +398,10 @@ def test_non_finite_input_changes_nothing(corrupt: str, prior_updates: int) -> N
 
 
 def test_lambda_init_warns_that_it_is_ignored() -> None:
-    with pytest.warns(UserWarning, match="init_log_alpha_mean"):
+    message = "lambda_init=0.5 is ignored; the KL duals start from init_log_alpha_mean and init_log_alpha_stddev"
+    with pytest.warns(UserWarning, match=message) as record:
         make_agent(lambda_init=0.5)
+    assert record[0].filename == __file__  # attributed to the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_agent()
@@ -382,6 +413,80 @@ def test_unknown_optimizer_raises_and_sgd_works() -> None:
     agent = make_agent(optimizer_type="sgd")
     assert isinstance(agent.q_optimizer, torch.optim.SGD)
     assert agent.update(make_batch()) is not None
+    for optimizer in make_agent(optimizer_type="Adam").q_optimizer, make_agent().dual_optimizer:
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert all(group["fused"] is True and group["eps"] == 1e-5 for group in optimizer.param_groups)
+
+
+def test_constructor_defaults_are_the_seed_values() -> None:
+    agent = MPOAgent(OBS_DIM, ACT_DIM, None, None, torch.device("cpu"), (8,), (8,))
+    expected = dict(
+        obs_dim=OBS_DIM, act_dim=ACT_DIM, gamma=0.99, target_networks_update_period=100, policy_lr=0.0003,
+        q_lr=0.0003, kl_epsilon=0.1, mstep_kl_epsilon=0.1, temperature_lr=0.0003, lambda_lr=0.0003,
+        epsilon_penalty=0.001, max_grad_norm=1.0, action_samples=20, use_retrace=False, retrace_steps=2,
+        retrace_mc_actions=8, retrace_lambda=0.95, optimizer_type="adam", sgd_momentum=0.9, m_steps=1,
+    )
+    for name, value in expected.items():
+        assert getattr(agent, name) == value, name
+    assert agent.device == torch.device("cpu")
+    softplus = torch.nn.functional.softplus
+    assert float(softplus(agent.duals["temperature"].detach()) + 1e-8) == pytest.approx(1.0, rel=1e-6)
+    assert torch.equal(agent.duals["penalty_temperature"], agent.duals["temperature"])
+    torch.testing.assert_close(agent.duals["alpha_mean"].detach(), torch.full((ACT_DIM,), 10.0))
+    torch.testing.assert_close(agent.duals["alpha_std"].detach(), torch.full((ACT_DIM,), 1000.0))
+    assert [group["lr"] for group in agent.dual_optimizer.param_groups] == [0.0003, 0.0003]
+    assert agent.q_optimizer.param_groups[0]["lr"] == agent.policy_optimizer.param_groups[0]["lr"] == 0.0003
+    for network in (agent.policy, agent.policy_target, agent.q, agent.q_target):  # default bounds [-1, 1]^D
+        assert torch.equal(network.action_low, -torch.ones(ACT_DIM))
+        assert torch.equal(network.action_high, torch.ones(ACT_DIM))
+    sgd = make_agent(optimizer_type="sgd").q_optimizer.param_groups[0]
+    assert sgd["momentum"] == 0.9
+
+
+def test_networks_get_the_agents_bounds_and_frozen_targets() -> None:
+    agent = make_agent(action_low=np.array([-1.0, -0.5], np.float32), action_high=np.array([2.0, 0.5], np.float32))
+    for network in (agent.policy, agent.policy_target, agent.q, agent.q_target):
+        torch.testing.assert_close(network.action_low, torch.tensor([-1.0, -0.5]))
+        torch.testing.assert_close(network.action_high, torch.tensor([2.0, 0.5]))
+    for target in (agent.policy_target, agent.q_target):
+        assert not target.training and not any(p.requires_grad for p in target.parameters())
+
+
+@pytest.mark.parametrize("name", ["action_samples", "m_steps", "retrace_steps", "retrace_mc_actions"])
+def test_counts_below_one_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="action_samples, m_steps, retrace_steps and retrace_mc_actions must be >= 1"):
+        make_agent(**{name: 0})
+    assert getattr(make_agent(**{name: 1}), name) == 1
+    with pytest.raises(ValueError, match="target_networks_update_period must be >= 1"):
+        make_agent(target_networks_update_period=0)
+    assert make_agent(target_networks_update_period=1).target_networks_update_period == 1
+
+
+def test_action_bounds_are_broadcast_or_refused() -> None:
+    policy = DiagonalGaussianPolicy(3, 2, (8,), np.float32(-0.5), np.array([0.5]))
+    assert torch.equal(policy.action_low, torch.full((2,), -0.5)) and policy.action_low.dtype == torch.float32
+    assert torch.equal(policy.action_high, torch.full((2,), 0.5))
+    default = Critic(3, 2, (8,), None, None)
+    assert torch.equal(default.action_low, -torch.ones(2)) and torch.equal(default.action_high, torch.ones(2))
+    assert default.action_low.dtype == torch.float32
+    with pytest.raises(ValueError, match="action bounds have 3 values, expected 2"):
+        Critic(3, 2, (8,), np.zeros(3), np.ones(2))
+
+
+def test_inverse_softplus_round_trips_and_refuses_non_positive_values() -> None:
+    for value in (1e-6, 0.7, 3.0):
+        assert math.log1p(math.exp(mpo._inverse_softplus(value))) == pytest.approx(value, rel=1e-9)
+    with pytest.raises(ValueError, match="expected a positive value, got 0.0"):
+        mpo._inverse_softplus(0.0)
+
+
+def test_sample_gaussian_uses_the_given_generator_and_dtype() -> None:
+    mean = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
+    log_std = torch.tensor([[0.0, -1.0], [0.5, 1.0]], dtype=torch.float64)
+    samples = mpo._sample_gaussian(mean, log_std, 3, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert samples.dtype == torch.float64
+    torch.testing.assert_close(samples, mean.unsqueeze(1) + log_std.exp().unsqueeze(1) * noise, rtol=0, atol=1e-15)
 
 
 def test_a_projected_temperature_stays_positive() -> None:
