@@ -133,7 +133,7 @@ def test_layer_norm_mlp_defaults_to_a_linear_last_layer_and_needs_a_layer() -> N
     manual = mlp.hidden[0](torch.tanh(mlp.input_norm(mlp.input_linear(x))))
     torch.testing.assert_close(mlp(x), manual)
     assert (mlp(x) < -1.0).any()  # no ELU at the end
-    with pytest.raises(ValueError, match="layer_sizes must name at least one layer"):
+    with pytest.raises(ValueError, match="^layer_sizes must name at least one layer$"):
         LayerNormMLP(4, ())
 
 
@@ -453,10 +453,10 @@ def test_networks_get_the_agents_bounds_and_frozen_targets() -> None:
 
 @pytest.mark.parametrize("name", ["action_samples", "m_steps", "retrace_steps", "retrace_mc_actions"])
 def test_counts_below_one_are_refused(name: str) -> None:
-    with pytest.raises(ValueError, match="action_samples, m_steps, retrace_steps and retrace_mc_actions must be >= 1"):
+    with pytest.raises(ValueError, match="^action_samples, m_steps, retrace_steps and retrace_mc_actions must be >= 1$"):
         make_agent(**{name: 0})
     assert getattr(make_agent(**{name: 1}), name) == 1
-    with pytest.raises(ValueError, match="target_networks_update_period must be >= 1"):
+    with pytest.raises(ValueError, match="^target_networks_update_period must be >= 1$"):
         make_agent(target_networks_update_period=0)
     assert make_agent(target_networks_update_period=1).target_networks_update_period == 1
 
@@ -477,6 +477,13 @@ def test_inverse_softplus_round_trips_and_refuses_non_positive_values() -> None:
         assert math.log1p(math.exp(mpo._inverse_softplus(value))) == pytest.approx(value, rel=1e-9)
     with pytest.raises(ValueError, match="expected a positive value, got 0.0"):
         mpo._inverse_softplus(0.0)
+
+
+def test_batch_values_become_float32_tensors() -> None:
+    agent = make_agent()
+    for value in (torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.int64), np.ones(2), [1.0, 2.0]):
+        tensor = agent._to_device_tensor(value)
+        assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
 
 
 def test_sample_gaussian_uses_the_given_generator_and_dtype() -> None:
