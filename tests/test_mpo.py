@@ -453,7 +453,8 @@ def test_networks_get_the_agents_bounds_and_frozen_targets() -> None:
 
 @pytest.mark.parametrize("name", ["action_samples", "m_steps", "retrace_steps", "retrace_mc_actions"])
 def test_counts_below_one_are_refused(name: str) -> None:
-    with pytest.raises(ValueError, match="^action_samples, m_steps, retrace_steps and retrace_mc_actions must be >= 1$"):
+    message = "^action_samples, m_steps, retrace_steps and retrace_mc_actions must be >= 1$"
+    with pytest.raises(ValueError, match=message):
         make_agent(**{name: 0})
     assert getattr(make_agent(**{name: 1}), name) == 1
     with pytest.raises(ValueError, match="^target_networks_update_period must be >= 1$"):

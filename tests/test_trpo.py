@@ -194,7 +194,7 @@ def test_fisher_vector_product_on_parameter_subsets(subset: str) -> None:
 
     def mean_kl(flat: torch.Tensor) -> torch.Tensor:
         pieces = torch.split(flat, [p.numel() for p in chosen])
-        overrides = {names[id(p)]: piece.view_as(p) for p, piece in zip(chosen, pieces) if id(p) in names}
+        overrides = {names[id(p)]: piece.view_as(p) for p, piece in zip(chosen, pieces, strict=True) if id(p) in names}
         mean, log_std = functional_call(policy, overrides, (obs,))
         return _kl_old_to_new(old_mean, old_log_std, mean, log_std).mean()
 
