@@ -497,7 +497,7 @@ def assert_agent_matches_reference(agent: MPOAgent, reference: ReferenceMPO) -> 
         ("policy_target", agent.policy_target, reference.policy_target),
     ]
     for label, actual, expected in pairs:
-        for (name, a), b in zip(actual.named_parameters(), expected.parameters(), strict=False):
+        for (name, a), b in zip(actual.named_parameters(), expected.parameters(), strict=True):
             torch.testing.assert_close(a.detach(), b.detach(), **TOL, msg=lambda m, n=f"{label}.{name}": f"{n}: {m}")
     for name, raw in reference.raw.items():
         torch.testing.assert_close(agent.duals[name].detach(), raw.detach(), **TOL, msg=lambda m, n=name: f"{n}: {m}")

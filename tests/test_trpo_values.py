@@ -51,7 +51,8 @@ class FunctionalPolicy:
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = [math.prod(shape) for _, shape in self.named_shapes]
-        return {name: piece.view(shape) for (name, shape), piece in zip(self.named_shapes, torch.split(theta, sizes), strict=False)}
+        pieces = torch.split(theta, sizes)
+        return {name: piece.view(shape) for (name, shape), piece in zip(self.named_shapes, pieces, strict=True)}
 
     def stats(self, theta: torch.Tensor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.unflatten(theta)
@@ -262,7 +263,7 @@ def test_rejected_line_search_restores_the_parameters_exactly(target_kl: float, 
     before = [p.detach().clone() for p in agent.policy.parameters()]
     problem = Problem(agent, batch)
     metrics = agent.update(batch)
-    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
     for name in ("kl", "step_norm", "expected_improvement", "line_search_frac", "line_search_accepted", "improvement"):
         assert metrics[f"policy/{name}"] == 0.0, name
     assert metrics["policy/surrogate_after"] == metrics["policy/surrogate_before"]
@@ -400,7 +401,7 @@ def test_value_regression_matches_plain_minibatch_descent(
     assert len(losses) == epochs * math.ceil(samples / 16)
     assert metrics["loss/value"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
     assert metrics["value/explained_variance"] == pytest.approx(explained_variance, rel=1e-5, abs=1e-6)
-    for actual, expected in zip(agent.value.parameters(), params, strict=False):
+    for actual, expected in zip(agent.value.parameters(), params, strict=True):
         torch.testing.assert_close(actual.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
 
 
@@ -419,7 +420,7 @@ def test_vanishing_gradient_takes_no_step() -> None:
     before = [p.detach().clone() for p in agent.policy.parameters()]
     metrics = agent.update(batch)
     assert metrics["policy/line_search_accepted"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
 
 
 def test_non_finite_advantages_take_no_step_and_report_a_zero_step() -> None:
@@ -428,7 +429,7 @@ def test_non_finite_advantages_take_no_step_and_report_a_zero_step() -> None:
     batch["advantages"][5] = float("nan")
     before = [p.detach().clone() for p in agent.policy.parameters()]
     metrics = agent.update(batch)
-    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
     assert metrics["policy/step_norm"] == 0.0 and metrics["policy/line_search_accepted"] == 0.0
 
 
