@@ -19,8 +19,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Mutation testing of agents/ against the agents' fast unit tests; not part of `make test` (about
-# 15 minutes with one worker on 2 cores). What is mutated, which tests run and what is copied along
+# Mutation testing of agents/ against the agents' fast unit tests; not part of `make test` (6 to 15
+# minutes with one worker on 2 cores). What is mutated, which tests run and what is copied along
 # is configured in one place: [tool.mutmut] in pyproject.toml. Every run starts afresh (mutmut's
 # cached verdicts can outlive a changed test). A subset: make mutation MUTANTS='agents.trpo*'.
 MUTANTS        ?=

@@ -5,6 +5,9 @@ exp(log pi_theta - log pi_old) * A and the KL come from torch.distributions; the
 the dense Hessian of the mean KL(old || theta), the natural-gradient step a torch.linalg.solve;
 the line search, GAE and the value regression are re-done with plain loops and a plain
 torch.optim.Adam. None of the agent's own maths helpers builds an expected value.
+
+The value-regression test reproduces the agent's minibatch shuffles by reseeding torch's global
+generator: it pins the convention torch.rand((value_epochs, T)).argsort(dim=1).
 """
 
 from __future__ import annotations
