@@ -117,10 +117,31 @@ def test_layer_norm_mlp_structure() -> None:
 
 
 def test_small_init_linear_is_truncated_with_zero_bias() -> None:
+    torch.manual_seed(0)
     layer = SmallInitLinear(200, 100, std=0.01)
     assert layer.weight.abs().max() <= 0.02 + 1e-7
-    assert 0.005 < layer.weight.std() < 0.015
+    # N(0, 0.01^2) truncated at +-2 std has std 0.01 * sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)) = 0.0088.
+    assert 0.0085 < layer.weight.std() < 0.0091
+    assert abs(float(layer.weight.detach().mean())) < 2e-4
     assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_layer_norm_mlp_defaults_to_a_linear_last_layer_and_needs_a_layer() -> None:
+    torch.manual_seed(0)
+    mlp = LayerNormMLP(4, (16, 8))
+    x = 5.0 * torch.randn(64, 4)
+    manual = mlp.hidden[0](torch.tanh(mlp.input_norm(mlp.input_linear(x))))
+    torch.testing.assert_close(mlp(x), manual)
+    assert (mlp(x) < -1.0).any()  # no ELU at the end
+    with pytest.raises(ValueError, match="^layer_sizes must name at least one layer$"):
+        LayerNormMLP(4, ())
+
+
+def test_policy_mean_head_has_unit_gain_fan_in_initialisation() -> None:
+    torch.manual_seed(0)
+    policy = DiagonalGaussianPolicy(3, 64, (256,))
+    assert float(policy.mean_head.weight.detach().std()) == pytest.approx(1.0 / 16.0, rel=0.03)  # 1 / sqrt(fan_in)
+    assert torch.count_nonzero(policy.mean_head.bias) == 0
 
 
 def test_critic_sampled_pass_matches_forward_and_clips_actions() -> None:
@@ -144,6 +165,43 @@ def test_critic_sampled_pass_in_uneven_chunks_reuses_its_buffers(monkeypatch: py
         torch.testing.assert_close(critic.forward_sampled(obs, actions), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_scratch_buffers_reuse_storage_only_when_it_fits() -> None:
+    scratch = mpo.ScratchBuffers()
+    like = torch.zeros(1)
+    first = scratch.get("a", (6, 3), like)
+    assert first.shape == (6, 3) and first.dtype == torch.float32
+    assert scratch.get("a", (6, 3), like).data_ptr() == first.data_ptr()
+    fewer = scratch.get("a", (4, 3), like)
+    assert fewer.shape == (4, 3) and fewer.data_ptr() == first.data_ptr()  # the first rows
+    more = scratch.get("a", (8, 3), like)
+    assert more.shape == (8, 3) and more.data_ptr() != first.data_ptr()
+    assert scratch.get("a", (8, 3), like).data_ptr() == more.data_ptr()  # the larger one is kept
+    other_width = scratch.get("a", (2, 5), like)
+    assert other_width.shape == (2, 5)
+    double = scratch.get("a", (2, 5), torch.zeros(1, dtype=torch.float64))
+    assert double.dtype == torch.float64 and double.data_ptr() != other_width.data_ptr()
+    assert scratch.get("b", (2, 5), torch.zeros(1, dtype=torch.float64)).data_ptr() != double.data_ptr()
+
+
+def test_policy_samples_are_mean_plus_std_times_the_generators_noise() -> None:
+    torch.manual_seed(0)
+    policy = DiagonalGaussianPolicy(3, 2, (8,), np.array([-2.0, -1.0]), np.array([2.0, 1.0])).double()
+    mean = torch.tensor([[0.5, -0.2], [1.9, 0.9]], dtype=torch.float64)
+    log_std = torch.tensor([[0.1, -0.5], [0.3, 0.2]], dtype=torch.float64)
+    raw, executed = policy.sample_action_raw_and_exec(mean, log_std, False, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(raw, mean + log_std.exp() * noise, rtol=0, atol=1e-15)
+    low, high = torch.tensor([-2.0, -1.0], dtype=torch.float64), torch.tensor([2.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(executed, torch.maximum(torch.minimum(raw, high), low))
+    torch.testing.assert_close(policy.sample_action(mean, log_std, True), torch.maximum(torch.minimum(mean, high), low))
+    obs = torch.randn(4, 3, dtype=torch.float64)
+    torch.manual_seed(7)
+    raw_many, executed_many = policy.sample_actions_raw_and_exec(obs, 5)
+    torch.manual_seed(7)
+    torch.testing.assert_close(policy.sample_actions(obs, 5), executed_many)
+    assert raw_many.shape == (4, 5, 2) and not torch.equal(raw_many, executed_many)
+
+
 def test_policy_forward_sanitises_and_samples_inside_bounds() -> None:
     torch.manual_seed(0)
     policy = DiagonalGaussianPolicy(3, 2, (16,), np.array([-2.0, -1.0]), np.array([2.0, 1.0]))
@@ -152,12 +210,20 @@ def test_policy_forward_sanitises_and_samples_inside_bounds() -> None:
         policy.mean_head.bias[0] = float("nan")
     mean, log_std = policy(torch.randn(4, 3))
     assert torch.isfinite(mean).all() and (log_std <= 2.0).all()
+    heads = DiagonalGaussianPolicy(3, 4, (8,))
+    with torch.no_grad():  # head outputs nan, +inf, -inf and a value below the log-std floor
+        for head in (heads.mean_head, heads.log_std_head):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([float("nan"), float("inf"), -float("inf"), -30.0]))
+    head_mean, head_log_std = heads(torch.randn(2, 3))
+    assert torch.equal(head_mean, torch.tensor([[0.0, 0.0, 0.0, -30.0]] * 2))
+    assert torch.equal(head_log_std, torch.tensor([[0.0, 0.0, 0.0, -20.0]] * 2))
     raw, executed = policy.sample_actions_raw_and_exec(torch.randn(4, 3), 50)
     assert raw.shape == executed.shape == (4, 50, 2)
     assert (executed[..., 0].abs() <= 2.0).all() and (executed[..., 1].abs() <= 1.0).all()
     deterministic_raw, _ = policy.sample_action_raw_and_exec(mean, log_std, True)
     torch.testing.assert_close(deterministic_raw, mean)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments: \['unknown'\]"):
         policy.sample_action(mean, log_std, False, unknown=1)
     generator = torch.Generator().manual_seed(3)
     first = policy.sample_action(mean, log_std, False, generator=generator)
@@ -265,8 +331,10 @@ def test_retrace_update_runs_and_uses_the_window_start() -> None:
     assert target.shape == (BATCH,) and torch.isfinite(target).all()
     metrics = agent.update(batch)
     assert metrics is not None and all(math.isfinite(value) for value in metrics.values())
-    with pytest.raises(KeyError, match="dones"):
+    with pytest.raises(KeyError, match=r"MPO batch is missing \['dones'\]"):
         agent.update({key: value for key, value in batch.items() if key != "dones"})
+    with pytest.raises(ValueError, match=r"must be \(B, L, O\), got \(16, 3\)"):
+        agent.update({**batch, "obs": batch["obs"][:, 0]})
 
 
 def test_one_step_target_bootstraps_through_truncation_only() -> None:
@@ -304,7 +372,7 @@ def test_target_networks_sync_on_the_first_update_and_every_period() -> None:
 
 
 @pytest.mark.parametrize("corrupt", ["obs_nan", "reward_inf", "next_obs_nan", "critic_inf"])
-@pytest.mark.parametrize("prior_updates", [0, 2])
+@pytest.mark.parametrize("prior_updates", [0, 1, 2])  # 1: an update that does not sync the targets
 def test_non_finite_input_changes_nothing(corrupt: str, prior_updates: int) -> None:
     agent = make_agent(target_networks_update_period=2)
     for update in range(prior_updates):
@@ -330,7 +398,8 @@ def test_non_finite_input_changes_nothing(corrupt: str, prior_updates: int) -> N
 
 
 def test_lambda_init_warns_that_it_is_ignored() -> None:
-    with pytest.warns(UserWarning, match="init_log_alpha_mean"):
+    message = "lambda_init=0.5 is ignored; the KL duals start from init_log_alpha_mean and init_log_alpha_stddev"
+    with pytest.warns(UserWarning, match=message):
         make_agent(lambda_init=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -343,6 +412,98 @@ def test_unknown_optimizer_raises_and_sgd_works() -> None:
     agent = make_agent(optimizer_type="sgd")
     assert isinstance(agent.q_optimizer, torch.optim.SGD)
     assert agent.update(make_batch()) is not None
+    for optimizer in make_agent(optimizer_type="Adam").q_optimizer, make_agent().dual_optimizer:
+        assert isinstance(optimizer, torch.optim.Adam)
+        assert all(group["fused"] is True and group["eps"] == 1e-5 for group in optimizer.param_groups)
+
+
+def test_constructor_defaults_are_the_seed_values() -> None:
+    agent = MPOAgent(OBS_DIM, ACT_DIM, None, None, torch.device("cpu"), (8,), (8,))
+    expected = dict(
+        obs_dim=OBS_DIM, act_dim=ACT_DIM, gamma=0.99, target_networks_update_period=100, policy_lr=0.0003,
+        q_lr=0.0003, kl_epsilon=0.1, mstep_kl_epsilon=0.1, temperature_lr=0.0003, lambda_lr=0.0003,
+        epsilon_penalty=0.001, max_grad_norm=1.0, action_samples=20, use_retrace=False, retrace_steps=2,
+        retrace_mc_actions=8, retrace_lambda=0.95, optimizer_type="adam", sgd_momentum=0.9, m_steps=1,
+    )
+    for name, value in expected.items():
+        assert getattr(agent, name) == value, name
+    assert agent.device == torch.device("cpu")
+    softplus = torch.nn.functional.softplus
+    assert float(softplus(agent.duals["temperature"].detach()) + 1e-8) == pytest.approx(1.0, rel=1e-6)
+    assert torch.equal(agent.duals["penalty_temperature"], agent.duals["temperature"])
+    torch.testing.assert_close(agent.duals["alpha_mean"].detach(), torch.full((ACT_DIM,), 10.0))
+    torch.testing.assert_close(agent.duals["alpha_std"].detach(), torch.full((ACT_DIM,), 1000.0))
+    assert [group["lr"] for group in agent.dual_optimizer.param_groups] == [0.0003, 0.0003]
+    assert agent.q_optimizer.param_groups[0]["lr"] == agent.policy_optimizer.param_groups[0]["lr"] == 0.0003
+    for network in (agent.policy, agent.policy_target, agent.q, agent.q_target):  # default bounds [-1, 1]^D
+        assert torch.equal(network.action_low, -torch.ones(ACT_DIM))
+        assert torch.equal(network.action_high, torch.ones(ACT_DIM))
+    sgd = make_agent(optimizer_type="sgd").q_optimizer.param_groups[0]
+    assert sgd["momentum"] == 0.9
+
+
+def test_networks_get_the_agents_bounds_and_frozen_targets() -> None:
+    agent = make_agent(action_low=np.array([-1.0, -0.5], np.float32), action_high=np.array([2.0, 0.5], np.float32))
+    for network in (agent.policy, agent.policy_target, agent.q, agent.q_target):
+        torch.testing.assert_close(network.action_low, torch.tensor([-1.0, -0.5]))
+        torch.testing.assert_close(network.action_high, torch.tensor([2.0, 0.5]))
+    for target in (agent.policy_target, agent.q_target):
+        assert not target.training and not any(p.requires_grad for p in target.parameters())
+
+
+@pytest.mark.parametrize("name", ["action_samples", "m_steps", "retrace_steps", "retrace_mc_actions"])
+def test_counts_below_one_are_refused(name: str) -> None:
+    message = "^action_samples, m_steps, retrace_steps and retrace_mc_actions must be >= 1$"
+    with pytest.raises(ValueError, match=message):
+        make_agent(**{name: 0})
+    assert getattr(make_agent(**{name: 1}), name) == 1
+    with pytest.raises(ValueError, match="^target_networks_update_period must be >= 1$"):
+        make_agent(target_networks_update_period=0)
+    assert make_agent(target_networks_update_period=1).target_networks_update_period == 1
+
+
+def test_action_bounds_are_broadcast_or_refused() -> None:
+    policy = DiagonalGaussianPolicy(3, 2, (8,), np.float32(-0.5), np.array([0.5]))
+    assert torch.equal(policy.action_low, torch.full((2,), -0.5)) and policy.action_low.dtype == torch.float32
+    assert torch.equal(policy.action_high, torch.full((2,), 0.5))
+    default = Critic(3, 2, (8,), None, None)
+    assert torch.equal(default.action_low, -torch.ones(2)) and torch.equal(default.action_high, torch.ones(2))
+    assert default.action_low.dtype == torch.float32
+    with pytest.raises(ValueError, match="action bounds have 3 values, expected 2"):
+        Critic(3, 2, (8,), np.zeros(3), np.ones(2))
+
+
+def test_inverse_softplus_round_trips_and_refuses_non_positive_values() -> None:
+    for value in (1e-6, 0.7, 3.0):
+        assert math.log1p(math.exp(mpo._inverse_softplus(value))) == pytest.approx(value, rel=1e-9)
+    with pytest.raises(ValueError, match="expected a positive value, got 0.0"):
+        mpo._inverse_softplus(0.0)
+
+
+def test_batch_values_become_float32_tensors() -> None:
+    agent = make_agent()
+    for value in (torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.int64), np.ones(2), [1.0, 2.0]):
+        tensor = agent._to_device_tensor(value)
+        assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
+
+
+def test_sample_gaussian_uses_the_given_generator_and_dtype() -> None:
+    mean = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
+    log_std = torch.tensor([[0.0, -1.0], [0.5, 1.0]], dtype=torch.float64)
+    samples = mpo._sample_gaussian(mean, log_std, 3, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert samples.dtype == torch.float64
+    torch.testing.assert_close(samples, mean.unsqueeze(1) + log_std.exp().unsqueeze(1) * noise, rtol=0, atol=1e-15)
+
+
+def test_a_projected_temperature_stays_positive() -> None:
+    agent = make_agent(temperature_lr=0.0)
+    with torch.no_grad():
+        agent.duals["temperature"].fill_(-30.0)
+    metrics = agent.update(make_batch())
+    assert agent.duals["temperature"].item() == DUAL_RAW_MIN
+    # softplus(-18) + 1e-8: the offset keeps eta away from 0 even at the projection bound.
+    assert metrics["dual/temperature"] == pytest.approx(math.log1p(math.exp(-18.0)) + 1e-8, rel=1e-5)
 
 
 def test_duals_initialisation_and_projection() -> None:
@@ -438,6 +599,11 @@ def test_act_with_logp_shapes_and_tensor_batches() -> None:
     actions, raws, log_probs = agent.act_with_logp(np.zeros((5, OBS_DIM), dtype=np.float32), deterministic=True)
     assert actions.shape == (5, ACT_DIM) and log_probs.shape == (5,) and log_probs.dtype == np.float32
     assert np.all(np.abs(agent.act(np.zeros((4, OBS_DIM)))) <= 1.0)
+    obs = np.random.default_rng(0).normal(size=(6, OBS_DIM)).astype(np.float32)
+    with torch.no_grad():
+        mean = agent.policy(torch.as_tensor(obs))[0].clamp(-1.0, 1.0).numpy()
+    np.testing.assert_array_equal(agent.act(obs, deterministic=True), mean)
+    assert not np.array_equal(agent.act(obs), agent.act(obs))  # stochastic by default
     tensor_batch = {key: torch.as_tensor(value) for key, value in make_batch().items()}
     assert agent.update(tensor_batch) is not None
     assert agent._expected_q_current(torch.zeros(4, OBS_DIM)).shape == (4,)

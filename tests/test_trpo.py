@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -104,6 +105,28 @@ def test_conjugate_gradient_stops_at_convergence_and_handles_zero_rhs() -> None:
     assert torch.equal(_conjugate_gradient(lambda v: a @ v, zero, 10), zero)
 
 
+def test_conjugate_gradient_is_exact_when_residual_norms_are_one() -> None:
+    # b = e_1 makes r.r and p.Ap exactly 1 in the first iteration: no guard may mistake 1 for 0.
+    identity = torch.eye(3, dtype=torch.float64)
+    e1 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(_conjugate_gradient(lambda v: identity @ v, e1, nsteps=1), e1)
+    a = torch.tensor([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]], dtype=torch.float64)
+    # Conjugate directions reach the exact solution of a 3x3 system in 3 steps.
+    torch.testing.assert_close(_conjugate_gradient(lambda v: a @ v, e1, nsteps=3), torch.linalg.solve(a, e1))
+
+
+def test_kl_old_to_new_sums_over_the_last_dimension_of_any_batch_shape() -> None:
+    torch.manual_seed(1)
+    old_mean, new_mean = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    old_log_std, new_log_std = 0.3 * torch.randn(2, 3, 4), 0.3 * torch.randn(2, 3, 4)
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(old_mean, old_log_std.exp()), torch.distributions.Normal(new_mean, new_log_std.exp())
+    ).sum(-1)
+    result = _kl_old_to_new(old_mean, old_log_std, new_mean, new_log_std)
+    assert result.shape == (2, 3)
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_flat_param_helpers_round_trip() -> None:
     module = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     flat = _flat_params(module)
@@ -111,7 +134,7 @@ def test_flat_param_helpers_round_trip() -> None:
     _set_flat_params(module, flat + 1.0)
     torch.testing.assert_close(_flat_params(module), flat + 1.0)
     torch.testing.assert_close(module[0].bias, torch.zeros(4) + 1.0 + flat[12:16])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="flat_params has 25 values, the module has 26 parameters"):
         _set_flat_params(module, flat[:-1])
 
 
@@ -151,7 +174,63 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl() -> None:
         torch.testing.assert_close(fvp(v), hessian @ v + 0.1 * v, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("subset", ["log_std_only", "mean_only", "with_an_unused_parameter"])
+def test_fisher_vector_product_on_parameter_subsets(subset: str) -> None:
+    """Parameters that move only the mean, only the log-std, or nothing: the FVP is still the KL
+    Hessian restricted to them (zeros for an unused one) plus damping."""
+    torch.manual_seed(0)
+    policy = make_agent(obs_dim=3, act_dim=2, layers=(4,)).policy.double()
+    obs = torch.randn(9, 3, dtype=torch.float64)
+    with torch.no_grad():
+        old_mean, old_log_std = policy(obs)
+    unused = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    chosen = {
+        "log_std_only": [policy.log_std],
+        "mean_only": [p for name, p in policy.named_parameters() if name != "log_std"],
+        "with_an_unused_parameter": [*policy.parameters(), unused],
+    }[subset]
+    names = {id(p): name for name, p in policy.named_parameters()}
+    theta = torch.cat([p.detach().reshape(-1) for p in chosen])
+
+    def mean_kl(flat: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(flat, [p.numel() for p in chosen])
+        overrides = {names[id(p)]: piece.view_as(p) for p, piece in zip(chosen, pieces, strict=True) if id(p) in names}
+        mean, log_std = functional_call(policy, overrides, (obs,))
+        return _kl_old_to_new(old_mean, old_log_std, mean, log_std).mean()
+
+    hessian = torch.autograd.functional.hessian(mean_kl, theta)
+    mean, log_std = policy(obs)
+    fvp = _make_fisher_vector_product(tuple(chosen), mean, log_std, old_log_std, damping=0.05)
+    v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(fvp(v), hessian @ v + 0.05 * v, rtol=1e-8, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------- update
+
+
+def test_constructor_defaults_are_the_seed_values() -> None:
+    agent = TRPOAgent(3, 2, [-1.0, -1.0], [1.0, 1.0], torch.device("cpu"), (8,), (8,))
+    expected = dict(
+        gamma=0.99, gae_lambda=0.95, target_kl=0.01, cg_iters=10, cg_damping=0.1, backtrack_coeff=0.8,
+        backtrack_iters=10, value_lr=0.0003, value_epochs=10, value_minibatch_size=256, max_grad_norm=0.5,
+        normalize_advantages=True, optimizer_type="adam", sgd_momentum=0.9,
+    )
+    for name, value in expected.items():
+        assert getattr(agent, name) == value, name
+    group = agent.value_optimizer.param_groups[0]
+    assert isinstance(agent.value_optimizer, torch.optim.Adam)
+    assert group["lr"] == 0.0003 and group["eps"] == 1e-5 and group["fused"] is True
+    sgd = make_agent(optimizer_type="sgd").value_optimizer.param_groups[0]
+    assert sgd["momentum"] == 0.9 and sgd["fused"] is True
+
+
+def test_action_bounds_are_stored_flat_as_float32() -> None:
+    agent = TRPOAgent(3, 2, np.array([[-1.0, -2.0]]), np.array([[1.0, 2.0]]), torch.device("cpu"), (8,), (8,))
+    assert agent.action_low.shape == agent.action_high.shape == (2,)
+    assert agent.action_low.dtype == agent.action_high.dtype == np.float32
+    clipped = agent.env_action(torch.tensor([[5.0, -5.0]]))
+    assert clipped.dtype == np.float32
+    np.testing.assert_array_equal(clipped, [[1.0, -2.0]])
 
 
 def test_update_returns_all_metrics_as_floats_and_counts() -> None:
@@ -161,6 +240,8 @@ def test_update_returns_all_metrics_as_floats_and_counts() -> None:
     assert set(metrics) == METRIC_KEYS
     assert all(type(value) is float and np.isfinite(value) for value in metrics.values())
     assert agent.num_updates == 1
+    agent.update(make_batch(agent, seed=1))
+    assert agent.num_updates == 2
     assert metrics["policy/line_search_accepted"] == 1.0
     assert metrics["policy/improvement"] > 0
     assert 0 < metrics["policy/line_search_frac"] <= 1
@@ -298,6 +379,9 @@ def test_rollout_actor_matches_act() -> None:
     agent = make_agent(act_dim=2)
     with torch.no_grad():
         agent.policy.log_std.copy_(torch.tensor([0.3, -0.7]))
+        for name, parameter in [*agent.policy.named_parameters(), *agent.value.named_parameters()]:
+            if name.endswith("bias"):  # biases start at zero; a sign slip on them would not show
+                parameter.add_(0.2 * torch.randn_like(parameter))
     obs = torch.randn(32, 3)
     actor = RolloutActor(agent, np.random.default_rng(0))
     mean, _, values = agent.act(obs, deterministic=True)
@@ -312,6 +396,54 @@ def test_rollout_actor_matches_act() -> None:
     np.testing.assert_allclose(log_probs, expected.numpy(), rtol=1e-5, atol=1e-5)
     assert actions.dtype == np.float32 and log_probs.dtype == np.float32
     assert not np.allclose(actions, det_action), "stochastic samples must differ from the mean"
+    # The exploration noise is the rng's standard normal draw, scaled by the std and added.
+    noise = np.random.default_rng(0).standard_normal((32, 2), dtype=np.float32)
+    np.testing.assert_allclose(actions, det_action + np.exp([0.3, -0.7]) * noise, rtol=1e-5, atol=1e-6)
+
+
+def test_log_std_is_clamped_to_its_bounds_everywhere() -> None:
+    """A log-std parameter beyond [-20, 2] acts as the bound in the policy, the rollout snapshot and
+    the entropy metric."""
+    torch.manual_seed(0)
+    agent = make_agent(act_dim=2)
+    with torch.no_grad():
+        agent.policy.log_std.copy_(torch.tensor([-25.0, 3.0]))
+    obs = torch.randn(16, 3)
+    _, log_std = agent.policy(obs)
+    torch.testing.assert_close(log_std, torch.tensor([-20.0, 2.0]).expand(16, 2))
+    _, actor_log_probs, _ = RolloutActor(agent, np.random.default_rng(1)).act(obs.numpy())
+    noise = np.random.default_rng(1).standard_normal((16, 2), dtype=np.float32).astype(np.float64)
+    # log N(mean + std z; mean, std) = -sum(log_std) - log(2 pi) - |z|^2 / 2 with log_std (-20, 2)
+    expected = 18.0 - math.log(2.0 * math.pi) - 0.5 * (noise**2).sum(-1)
+    np.testing.assert_allclose(actor_log_probs, expected, rtol=1e-5)
+    metrics = agent.update(make_batch(agent))
+    entropy = torch.distributions.Normal(0.0, torch.tensor([-20.0, 2.0]).exp()).entropy().sum()
+    assert metrics["policy/entropy"] == pytest.approx(float(entropy), rel=1e-6)
+
+
+def test_orthogonal_initialisation_gains() -> None:
+    agent = make_agent(obs_dim=3, act_dim=2, layers=(8, 8))
+    torso = [m for m in agent.policy.torso if isinstance(m, nn.Linear)]
+    value_torso = [m for m in agent.value.torso if isinstance(m, nn.Linear)]
+    for layer in [*torso, *value_torso]:  # gain sqrt(2): W W^T = 2 I (rows <= columns) or W^T W = 2 I
+        w = layer.weight.detach().double()
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        torch.testing.assert_close(gram, 2.0 * torch.eye(gram.shape[0], dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    mean_rows = agent.policy.mean_head.weight.detach().double()
+    torch.testing.assert_close(mean_rows @ mean_rows.T, 1e-4 * torch.eye(2, dtype=torch.float64), rtol=1e-4, atol=1e-9)
+    value_row = agent.value.head.weight.detach().double()
+    assert float(value_row.norm()) == pytest.approx(1.0, rel=1e-5)
+    for layer in [*torso, *value_torso, agent.policy.mean_head, agent.value.head]:
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_networks_without_hidden_layers_are_linear() -> None:
+    agent = make_agent(obs_dim=3, act_dim=2, layers=())
+    obs = torch.randn(5, 3)
+    mean, _ = agent.policy(obs)
+    head = agent.policy.mean_head
+    torch.testing.assert_close(mean, obs @ head.weight.T + head.bias)
+    torch.testing.assert_close(agent.value(obs), obs @ agent.value.head.weight.T + agent.value.head.bias)
 
 
 def test_policy_initialisation() -> None:
