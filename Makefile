@@ -1,4 +1,4 @@
-# Two entry points: `make run` and `make test`. Both build .venv once (re-built when
+# Two entry points: `make run` and `make test` (lint, types, then the tests). Both build .venv once (re-built when
 # pyproject.toml or constraints.txt change) with the interpreter's venv + pip.
 PYTHON ?= python3
 VENV   := .venv
@@ -17,6 +17,8 @@ run: $(STAMP)
 	$(BIN)/rltui
 
 test: $(STAMP)
+	$(BIN)/ruff check agents rltui tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Mutation testing of agents/ against the agents' fast unit tests; not part of `make test` (6 to 15

@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Tuple
+from collections.abc import Sequence
+from typing import Tuple, cast
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class LayerNormMLP(nn.Module):
             raise ValueError("layer_sizes must name at least one layer")
         self.input_linear = nn.Linear(in_dim, sizes[0])
         self.input_norm = nn.LayerNorm(sizes[0])
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.activate_final = activate_final
         self.out_dim = sizes[-1]
 
@@ -136,7 +137,7 @@ class LayerNormMLP(nn.Module):
         return h
 
     @torch.no_grad()
-    def forward_into(self, x: torch.Tensor, scratch: "ScratchBuffers") -> torch.Tensor:
+    def forward_into(self, x: torch.Tensor, scratch: ScratchBuffers) -> torch.Tensor:
         """``forward`` without autograd, every intermediate written into reused scratch buffers.
 
         x (R, in_dim) -> (R, out_dim); the result is a scratch buffer, overwritten by the next call.
@@ -158,7 +159,8 @@ class LayerNormMLP(nn.Module):
         )
         _tanh_inplace(h)
         last = len(self.hidden) - 1
-        for index, layer in enumerate(self.hidden):
+        for index, module in enumerate(self.hidden):
+            layer = cast(nn.Linear, module)
             out = scratch.get(f"h{index + 1}", (rows, layer.out_features), x)
             h = torch.addmm(layer.bias, h, layer.weight.t(), out=out)
             if index < last or self.activate_final:
@@ -206,6 +208,9 @@ class Critic(nn.Module):
 
     obs (..., O), act (..., D) -> (..., 1).
     """
+
+    action_low: torch.Tensor  # buffers (D,)
+    action_high: torch.Tensor
 
     def __init__(
         self,
@@ -256,6 +261,9 @@ class DiagonalGaussianPolicy(nn.Module):
 
     obs (B, O) -> mean, log_std (B, D). Default bounds [-1, 1]^D.
     """
+
+    action_low: torch.Tensor  # buffers (D,)
+    action_high: torch.Tensor
 
     def __init__(
         self,
@@ -486,7 +494,9 @@ class MPOAgent:
     # ------------------------------------------------------------------ acting
 
     @torch.no_grad()
-    def act_with_logp(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    def act_with_logp(
+        self, obs: np.ndarray, deterministic: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
         """obs (O,) or (n, O) -> (a_exec, a_raw, log_prob): a float, or (n,) for a batch."""
         obs_tensor = self._to_device_tensor(obs)
         single = obs_tensor.ndim == 1
@@ -602,7 +612,7 @@ class MPOAgent:
         kl_std = self._kl_diag_gaussian_per_dim(target_mean, target_log_std, target_mean, log_std).mean(dim=0)
         return nll, kl_mean, kl_std, mean, log_std
 
-    def _clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    def _clip_and_step(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
         torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
         optimizer.step()
 
@@ -732,7 +742,7 @@ class MPOAgent:
                 post_step["dual/penalty_temperature"] = _dual_value(self.duals["penalty_temperature"])
             metrics = {**pre_step, **post_step}
             values = torch.stack([value.reshape(()) for value in metrics.values()]).cpu().tolist()
-        return dict(zip(metrics.keys(), values))
+        return dict(zip(metrics.keys(), values, strict=True))
 
     # ------------------------------------------------------------------ persistence
 

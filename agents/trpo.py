@@ -55,14 +55,14 @@ def _set_flat_params(module: nn.Module, flat_params: torch.Tensor) -> None:
     if flat_params.numel() != sum(sizes):
         raise ValueError(f"flat_params has {flat_params.numel()} values, the module has {sum(sizes)} parameters")
     with torch.no_grad():
-        for p, piece in zip(params, torch.split(flat_params, sizes)):
+        for p, piece in zip(params, torch.split(flat_params, sizes), strict=True):
             p.copy_(piece.view_as(p))
 
 
 def _flat_grads(grads: tuple[torch.Tensor | None, ...], params: tuple[nn.Parameter, ...]) -> torch.Tensor:
     """Gradients as one vector (P,); a None gradient (unused parameter) counts as zeros."""
     return torch.cat(
-        [torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1) for g, p in zip(grads, params)]
+        [torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1) for g, p in zip(grads, params, strict=True)]
     )
 
 
@@ -217,11 +217,13 @@ def _make_fisher_vector_product(
     jt_dummy = torch.autograd.grad(
         (mean, log_std), params, grad_outputs=(dummy_mean, dummy_log_std), create_graph=True, allow_unused=True
     )
-    jt_dummy_used = [(g, p) for g, p in zip(jt_dummy, params) if g is not None]
+    jt_dummy_used = [(g, p) for g, p in zip(jt_dummy, params, strict=True) if g is not None]
 
     def fisher_vector_product(vector: torch.Tensor) -> torch.Tensor:
         pieces = torch.split(vector, [p.numel() for p in params])
-        used_pieces = [piece.view_as(p) for piece, (g, p) in zip(pieces, zip(jt_dummy, params)) if g is not None]
+        used_pieces = [
+            piece.view_as(p) for piece, g, p in zip(pieces, jt_dummy, params, strict=True) if g is not None
+        ]
         jv_mean, jv_log_std = torch.autograd.grad(
             [g for g, _ in jt_dummy_used],
             (dummy_mean, dummy_log_std),
@@ -270,7 +272,7 @@ class RolloutActor:
     rounding; the exploration noise comes from `rng`. Take a new snapshot after every update.
     """
 
-    def __init__(self, agent: "TRPOAgent", rng: np.random.Generator) -> None:
+    def __init__(self, agent: TRPOAgent, rng: np.random.Generator) -> None:
         policy, value = agent.policy, agent.value
         linears = [m for m in policy.torso if isinstance(m, nn.Linear)]
         self._policy = _numpy_layers([*linears, policy.mean_head])
@@ -430,7 +432,7 @@ class TRPOAgent:
         self.num_updates += 1
         metrics = {**policy_metrics, **value_metrics}
         values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
-        return dict(zip(metrics.keys(), values))
+        return dict(zip(metrics.keys(), values, strict=True))
 
     def _update_policy(
         self, obs: torch.Tensor, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor
@@ -505,9 +507,11 @@ class TRPOAgent:
         loss_sum = torch.zeros((), device=self.device)
         num_steps = 0
         params = list(self.value.parameters())
-        for epoch_obs, epoch_returns in zip(shuffled_obs, shuffled_returns):
+        for epoch_obs, epoch_returns in zip(shuffled_obs, shuffled_returns, strict=True):
             for minibatch_obs, minibatch_returns in zip(
-                torch.split(epoch_obs, self.value_minibatch_size), torch.split(epoch_returns, self.value_minibatch_size)
+                torch.split(epoch_obs, self.value_minibatch_size),
+                torch.split(epoch_returns, self.value_minibatch_size),
+                strict=True,
             ):
                 loss = (self.value(minibatch_obs).squeeze(-1) - minibatch_returns).pow(2).mean()
                 self.value_optimizer.zero_grad(set_to_none=True)

@@ -43,6 +43,13 @@ SEED_SIGNATURES: list[tuple[str, str]] = [
     ('MPOAgent', 'def update(self, batch: dict) -> dict | None'),
 ]
 
+# Where we deliberately differ from the seed's annotation (names, parameters and defaults never):
+# act_with_logp returns a float log-prob for one observation but an (n,) array for a batch, which
+# the seed's `float` does not say (and mypy flags).
+CORRECTED_RETURNS = {
+    ("MPOAgent", "act_with_logp"): "tuple[np.ndarray, np.ndarray, float | np.ndarray]",
+}
+
 SEED_BASES = {
     "LayerNormMLP": "Module",
     "SmallInitLinear": "Linear",
@@ -67,7 +74,7 @@ def _expected(signature_line: str) -> tuple[str, list[tuple[str, str, str | None
     params = [
         (arg.arg, "POSITIONAL_OR_KEYWORD", None if default is None else ast.unparse(default),
          None if arg.annotation is None else ast.unparse(arg.annotation))
-        for arg, default in zip(positional, defaults)
+        for arg, default in zip(positional, defaults, strict=True)
     ]
     if args.kwarg is not None:
         params.append((args.kwarg.arg, "VAR_KEYWORD", None, None))
@@ -98,10 +105,10 @@ def test_signature_matches_seed(class_name: str, signature_line: str) -> None:
     params, returns = _actual(getattr(cls, name))
     # Annotations are compared where the seed gives one; defaults and names always.
     assert [p[:3] for p in params] == [p[:3] for p in expected_params]
-    for (param, _, _, annotation), (_, _, _, expected_annotation) in zip(params, expected_params):
+    for (param, _, _, annotation), (_, _, _, expected_annotation) in zip(params, expected_params, strict=True):
         if expected_annotation is not None:
             assert annotation == expected_annotation, f"{class_name}.{name}({param}) annotation"
-    assert returns == expected_returns
+    assert returns == CORRECTED_RETURNS.get((class_name, name), expected_returns)
 
 
 @pytest.mark.parametrize(("class_name", "base_name"), sorted(SEED_BASES.items()))

@@ -162,7 +162,7 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl() -> None:
 
     def mean_kl(flat: torch.Tensor) -> torch.Tensor:
         pieces = torch.split(flat, [p.numel() for _, p in named])
-        params = {name: piece.view_as(p) for (name, p), piece in zip(named, pieces)}
+        params = {name: piece.view_as(p) for (name, p), piece in zip(named, pieces, strict=True)}
         mean, log_std = functional_call(policy, params, (obs,))
         return _kl_old_to_new(old_mean, old_log_std, mean, log_std).mean()
 
@@ -275,7 +275,7 @@ def test_rejected_step_restores_parameters_exactly() -> None:
     assert metrics["policy/line_search_accepted"] == 0.0
     assert metrics["policy/line_search_frac"] == 0.0
     assert metrics["policy/step_norm"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
 
 
 def test_rejection_after_trying_every_candidate_restores_parameters_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -295,7 +295,7 @@ def test_rejection_after_trying_every_candidate_restores_parameters_exactly(monk
     metrics = agent.update(batch)
     assert len(calls) == 4  # each candidate was tried
     assert metrics["policy/line_search_accepted"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
 
 
 def test_normalize_advantages_is_applied_inside_update() -> None:
@@ -497,7 +497,7 @@ def test_advantages_and_returns_uses_the_agents_gamma_and_lambda() -> None:
         np.zeros(2, np.float32),
         np.zeros(2, np.float32),
     )
-    for got, expected in zip(agent.advantages_and_returns(*args), compute_gae(*args, gamma=0.9, gae_lambda=0.8)):
+    for got, expected in zip(agent.advantages_and_returns(*args), compute_gae(*args, gamma=0.9, gae_lambda=0.8), strict=True):
         np.testing.assert_array_equal(got, expected)
 
 
@@ -518,7 +518,7 @@ def test_state_dict_round_trips_through_weights_only_load() -> None:
     restored.load_state_dict(state)
     assert restored.num_updates == 1
     obs = torch.randn(5, 3)
-    for a, b in zip(agent.act(obs, deterministic=True), restored.act(obs, deterministic=True)):
+    for a, b in zip(agent.act(obs, deterministic=True), restored.act(obs, deterministic=True), strict=True):
         assert torch.equal(a, b)
     batch = make_batch(agent, seed=3)
     torch.manual_seed(2)
