@@ -1,5 +1,5 @@
-# Two entry points: `make run` and `make test` (lint, types, then the tests). Both build .venv once (re-built when
-# pyproject.toml or constraints.txt change) with the interpreter's venv + pip.
+# Two entry points: `make run` and `make test` (ruff, mypy, then pytest). Both build .venv once
+# (re-built when pyproject.toml or constraints.txt change) with the interpreter's venv + pip.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
