@@ -21,9 +21,9 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
-# Mutation testing of agents/ against the agents' fast unit tests; not part of `make test` (6 to 15
-# minutes with one worker on 2 cores). What is mutated, which tests run and what is copied along
-# is configured in one place: [tool.mutmut] in pyproject.toml. Every run starts afresh (mutmut's
+# Mutation testing of agents/ and the engine's batch assembly (replay, rollout) against their fast
+# unit tests; not part of `make test` (about 10 minutes with one worker on 2 cores). What is mutated,
+# which tests run and what is copied along is configured in one place: [tool.mutmut] in pyproject.toml. Every run starts afresh (mutmut's
 # cached verdicts can outlive a changed test). A subset: make mutation MUTANTS='agents.trpo*'.
 MUTANTS        ?=
 MUTATION_JOBS  ?= 1

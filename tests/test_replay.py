@@ -85,3 +85,70 @@ def test_load_rejects_foreign_and_mismatched_files(tmp_path):
 def test_replay_bytes_matches_the_allocated_arrays() -> None:
     buffer = ReplayBuffer(capacity=1001, num_envs=2, obs_dim=5, act_dim=3)
     assert replay_bytes(1001, 2, 5, 3) == sum(array.nbytes for array in buffer._data.values())
+
+
+def test_end_episodes_marks_only_the_newest_row_of_every_env():
+    buffer = ReplayBuffer(capacity=8, num_envs=2, obs_dim=1, act_dim=1)
+    buffer.end_episodes()  # empty: nothing to mark
+    assert not buffer._data["dones"].any()
+    fill(buffer, 0, 5)  # wraps: the newest row is row 0
+    buffer._data["dones"][...] = 0.0  # no episode ended so far
+    buffer.end_episodes()
+    np.testing.assert_array_equal(buffer._data["dones"][0], [1.0, 1.0])
+    assert buffer._data["dones"][1:].sum() == 0
+    sequences = buffer.sample_sequences(200, 2, np.random.default_rng(0))
+    newest = sequences["rewards"][:, 1] >= 4  # windows that end in the marked row
+    assert newest.any() and (sequences["dones"][newest, 1] == 1).all()
+
+
+def test_sample_keeps_each_row_together_and_draws_from_every_env():
+    buffer = ReplayBuffer(capacity=20, num_envs=2, obs_dim=2, act_dim=2)
+    fill(buffer, 0, 10)
+    batch = buffer.sample(400, np.random.default_rng(3))
+    for key in ONE_STEP_KEYS:
+        values = batch[key].reshape(400, -1)
+        assert (values == batch["rewards"][:, None]).all(), key  # every field from the same (row, env)
+    assert set(np.round((batch["rewards"] % 1) * 10)) == {0.0, 1.0}
+    assert set(np.floor(batch["rewards"] + 1e-4)) == set(range(10))
+
+
+def _saved(tmp_path, change) -> object:
+    buffer = ReplayBuffer(10, 1, 2, 1)
+    fill(buffer, 0, 3)
+    path = tmp_path / "replay.npz"
+    buffer.save(path)
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    change(arrays)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update(format=np.array("something-else")), "not an rltui replay file"),
+    (lambda a: a.pop("format"), "not an rltui replay file"),
+    (lambda a: a.update(meta=np.array([10, 1, 2, 1], dtype=np.int64)), "bad meta record"),
+    (lambda a: a.update(meta=np.array([10.0, 1, 2, 1, 3])), "bad meta record"),
+    (lambda a: a.update(meta=np.array([10, 1, 2, 1, 11], dtype=np.int64)), "11 filled rows do not fit 10 rows"),
+    (lambda a: a.update(meta=np.array([10, 1, 2, 1, -1], dtype=np.int64)), "-1 filled rows"),
+    (lambda a: a.update(obs=a["obs"][:2]), r"field obs is float32 \(2, 1, 2\), expected float32 \(3, 1, 2\)"),
+    (lambda a: a.update(dones=a["dones"].astype(np.float64)), "field dones is float64"),
+    (lambda a: a.pop("rewards"), "unreadable replay file"),
+])
+def test_load_refuses_malformed_contents_and_keeps_the_buffer(tmp_path, change, message):
+    path = _saved(tmp_path, change)
+    buffer = ReplayBuffer(10, 1, 2, 1)
+    with pytest.raises(ReplayError, match=message):
+        buffer.load(path)
+    assert len(buffer) == 0
+
+
+def test_a_smaller_buffer_keeps_the_newest_rows(tmp_path):
+    big = ReplayBuffer(10, 1, 2, 1)
+    fill(big, 0, 7)
+    big.save(tmp_path / "replay.npz")
+    small = ReplayBuffer(4, 1, 2, 1)
+    small.load(tmp_path / "replay.npz")
+    assert len(small) == 4
+    np.testing.assert_array_equal(np.sort(small._data["rewards"][:, 0]), [3, 4, 5, 6])
+    assert small.sample_sequences(50, 4, np.random.default_rng(0))["rewards"][0].tolist() == [3, 4, 5, 6]
