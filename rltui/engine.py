@@ -196,9 +196,11 @@ class _MetricsWindow:
 
 class Engine:
     def __init__(self, preset: Preset, run_dir: Path, *, resume: bool = False) -> None:
-        """Build envs, agent and buffers; with `resume`, restore the run's latest checkpoint.
+        """Take the run directory's lock, build envs, agent and buffers; with `resume`, restore the
+        run's latest checkpoint. Nothing in the run directory changes before all of that succeeded.
 
-        Raises EnvError (environment), CheckpointError (resume) or ValueError (agent settings).
+        Raises RunLockedError (another process owns the run), EnvError (environment), PresetError
+        (device), CheckpointError or ResumeError (resume) or ValueError (agent settings).
         """
         self.preset = preset
         self.run_dir = Path(run_dir)
