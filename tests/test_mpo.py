@@ -592,6 +592,28 @@ def test_state_dict_round_trip_through_torch_load_weights_only() -> None:
     assert restored.update(make_batch(7)) == expected
 
 
+@pytest.mark.parametrize("optimizer_type", ["adam", "sgd"])
+def test_a_restored_agent_keeps_the_moments_but_takes_its_own_learning_rates(optimizer_type) -> None:
+    saved = make_agent(optimizer_type=optimizer_type, sgd_momentum=0.9)
+    saved.update(make_batch(0))
+    state = saved.state_dict()
+    restored = make_agent(optimizer_type=optimizer_type, sgd_momentum=0.5, q_lr=0.011, policy_lr=0.006, m_steps=3,
+                          temperature_lr=0.013, lambda_lr=0.017)
+    restored.load_state_dict(state)
+    groups = {name: getattr(restored, f"{name}_optimizer").param_groups for name in ("q", "policy", "dual")}
+    assert [g["lr"] for g in groups["q"]] == [0.011]
+    assert [g["lr"] for g in groups["policy"]] == [pytest.approx(0.002)]
+    assert [g["lr"] for g in groups["dual"]] == [0.013, 0.017]
+    momenta = {g.get("momentum") for group in groups.values() for g in group}
+    assert momenta == ({0.5} if optimizer_type == "sgd" else {None})
+    first_moment = "exp_avg" if optimizer_type == "adam" else "momentum_buffer"
+    for name in ("q", "policy", "dual"):  # the saved moments are kept
+        saved_state = getattr(saved, f"{name}_optimizer").state_dict()["state"]
+        restored_state = getattr(restored, f"{name}_optimizer").state_dict()["state"]
+        for key, value in saved_state.items():
+            assert torch.equal(restored_state[key][first_moment], value[first_moment])
+
+
 def test_act_with_logp_shapes_and_tensor_batches() -> None:
     agent = make_agent()
     action, raw, log_prob = agent.act_with_logp(np.zeros(OBS_DIM, dtype=np.float32))

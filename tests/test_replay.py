@@ -152,3 +152,40 @@ def test_a_smaller_buffer_keeps_the_newest_rows(tmp_path):
     assert len(small) == 4
     np.testing.assert_array_equal(np.sort(small._data["rewards"][:, 0]), [3, 4, 5, 6])
     assert small.sample_sequences(50, 4, np.random.default_rng(0))["rewards"][0].tolist() == [3, 4, 5, 6]
+
+
+def test_tiny_and_empty_buffers():
+    single = ReplayBuffer(capacity=1, num_envs=2, obs_dim=1, act_dim=1)  # fewer transitions than envs: one row
+    assert single.rows == 1 and replay_bytes(1, 2, 1, 1) == sum(a.nbytes for a in single._data.values())
+    with pytest.raises(ValueError, match="cannot sample from an empty replay buffer"):
+        single.sample(4, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="need 2 stored steps per env to sample sequences, have 0"):
+        single.sample_sequences(4, 2, np.random.default_rng(0))
+    fill(single, 0, 1)
+    assert single.sample(4, np.random.default_rng(0))["rewards"].shape == (4,)  # one row is enough
+
+
+def test_an_empty_buffer_saves_and_loads(tmp_path):
+    ReplayBuffer(10, 1, 2, 1).save(tmp_path / "replay.npz")
+    restored = ReplayBuffer(10, 1, 2, 1)
+    restored.load(tmp_path / "replay.npz")
+    assert len(restored) == 0
+
+
+class _Marker:
+    """Unpickling this touches a file: proof that pickled code ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.path),))
+
+
+def test_load_never_unpickles(tmp_path):
+    path = _saved(tmp_path, lambda a: a.update(obs=np.array([_Marker(str(tmp_path / "ran"))], dtype=object)))
+    with pytest.raises(ReplayError, match=r"unreadable replay file \(ValueError: Object arrays cannot be loaded"):
+        ReplayBuffer(10, 1, 2, 1).load(path)
+    assert not (tmp_path / "ran").exists()

@@ -80,9 +80,10 @@ def test_end_episodes_truncates_the_running_envs_at_the_last_step():
     batch = buffer.batch(last_values=np.array([1000.0, 1000.0]), gamma=GAMMA, gae_lambda=LAMBDA)
     # env 0 bootstraps from 33 (not from the 1000 of a new episode); env 1 from nothing
     np.testing.assert_allclose(batch["advantages"], [0.0 + GAMMA * 33.0 - 1.0, 0.1 - 1.01], rtol=1e-6)
-    truncated_before = filled(steps=2)  # env 0 was already truncated at t=1: its final value stays
+    truncated_before = filled(steps=2)  # env 0 was already truncated at t=1: it stays so, with its value
     truncated_before.end_episodes(np.array([33.0, 44.0]))
     state = truncated_before.state_dict()
+    np.testing.assert_array_equal(state["truncated"].numpy(), [[False, False], [True, True]])  # only the last step
     np.testing.assert_array_equal(state["final_values"][1].numpy(), [50.0, 44.0])
     empty = RolloutBuffer(3, 2, 2, 1)
     empty.end_episodes(np.zeros(2))
@@ -97,6 +98,9 @@ def test_state_round_trip_and_a_longer_saved_rollout_is_kept_whole():
     assert same.length == 3 and not same.full
     for key, value in same.state_dict().items():
         assert torch.equal(value, saved[key]), key
+    same.add(obs=np.zeros((2, 2)), actions=np.zeros((2, 1)), log_probs=np.zeros(2), values=np.zeros(2),
+             rewards=np.zeros(2), terminated=np.zeros(2, bool), truncated=np.zeros(2, bool), final_values=None)
+    assert same.full  # room for the whole horizon
     shorter = RolloutBuffer(2, 2, 2, 1)  # the horizon was lowered on resume
     shorter.load_state_dict(saved)
     assert shorter.length == 3 and shorter.full

@@ -504,6 +504,22 @@ def test_advantages_and_returns_uses_the_agents_gamma_and_lambda() -> None:
 # ----------------------------------------------------------------------------- checkpoints, device
 
 
+@pytest.mark.parametrize("optimizer_type", ["adam", "sgd"])
+def test_a_restored_agent_keeps_the_moments_but_takes_its_own_value_lr(optimizer_type) -> None:
+    torch.manual_seed(0)
+    saved = make_agent(optimizer_type=optimizer_type, sgd_momentum=0.9)
+    saved.update(make_batch(saved))
+    restored = make_agent(optimizer_type=optimizer_type, sgd_momentum=0.5, value_lr=0.0123)
+    restored.load_state_dict(saved.state_dict())
+    (group,) = restored.value_optimizer.param_groups
+    assert group["lr"] == 0.0123
+    assert group.get("momentum") == (0.5 if optimizer_type == "sgd" else None)
+    first_moment = "exp_avg" if optimizer_type == "adam" else "momentum_buffer"
+    saved_state = saved.value_optimizer.state_dict()["state"]
+    for key, value in restored.value_optimizer.state_dict()["state"].items():
+        assert torch.equal(value[first_moment], saved_state[key][first_moment])
+
+
 def test_state_dict_round_trips_through_weights_only_load() -> None:
     torch.manual_seed(0)
     agent = make_agent()
