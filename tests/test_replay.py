@@ -157,7 +157,7 @@ def test_a_smaller_buffer_keeps_the_newest_rows(tmp_path):
 def test_tiny_and_empty_buffers():
     single = ReplayBuffer(capacity=1, num_envs=2, obs_dim=1, act_dim=1)  # fewer transitions than envs: one row
     assert single.rows == 1 and replay_bytes(1, 2, 1, 1) == sum(a.nbytes for a in single._data.values())
-    with pytest.raises(ValueError, match="cannot sample from an empty replay buffer"):
+    with pytest.raises(ValueError, match="^cannot sample from an empty replay buffer$"):
         single.sample(4, np.random.default_rng(0))
     with pytest.raises(ValueError, match="need 2 stored steps per env to sample sequences, have 0"):
         single.sample_sequences(4, 2, np.random.default_rng(0))

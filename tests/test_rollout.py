@@ -125,3 +125,14 @@ def test_a_saved_rollout_that_does_not_fit_is_refused(damage, message):
     with pytest.raises(RolloutError, match=message):
         buffer.load_state_dict(state)
     assert buffer.length == 0
+
+
+def test_actions_of_several_dimensions_stay_rows_of_the_batch():
+    buffer = RolloutBuffer(2, num_envs=3, obs_dim=4, act_dim=2)
+    for t in range(2):
+        buffer.add(obs=np.full((3, 4), t), actions=np.arange(6.0).reshape(3, 2) + 10 * t, log_probs=np.zeros(3),
+                   values=np.zeros(3), rewards=np.zeros(3), terminated=np.zeros(3, bool),
+                   truncated=np.zeros(3, bool), final_values=None)
+    batch = buffer.batch(np.zeros(3), GAMMA, LAMBDA)
+    assert batch["obs"].shape == (6, 4) and batch["actions"].shape == (6, 2)
+    np.testing.assert_array_equal(batch["actions"][5], [14.0, 15.0])  # step 1, env 2
