@@ -86,6 +86,10 @@ class Setting:
     default_doc: str = ""  # the default in words, where it is not a plain value
     range_doc: str = ""  # more about the range, for the README
     has_effect: bool = True  # False: accepted (the agent's signature has it) but ignored
+    # What `rltui resume --set` may do with it: "applies" (from the next step on), "fixed" (what the
+    # checkpoint is made of: networks, optimisers, environments, the seed) or "starts" (only a
+    # starting value, which the checkpoint has replaced). See rltui.resume.
+    on_resume: Literal["applies", "fixed", "starts"] = "applies"
 
 
 def setting(default: Any = MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None,
@@ -107,7 +111,7 @@ _SMALL_NETWORKS = {"trpo": (64, 64)}
 
 
 def _optimizer_type(doc: str) -> Any:
-    return setting("adam", doc, choices=("adam", "sgd"))
+    return setting("adam", doc, choices=("adam", "sgd"), on_resume="fixed")
 
 
 def _sgd_momentum() -> Any:
@@ -123,13 +127,13 @@ class EnvConfig:
     """The environment: `gymnasium.make(id, **kwargs)`, `num_envs` copies for training."""
 
     id: str = setting(doc="passed to `gymnasium.make`", expect='a Gymnasium environment id such as "Pendulum-v1"',
-                      range_doc="a registered Gymnasium id with a `Box` action space")
+                      range_doc="a registered Gymnasium id with a `Box` action space", on_resume="fixed")
     kwargs: Mapping[str, Any] = setting(factory=dict, doc="keyword arguments for `gymnasium.make(id, **kwargs)`",
                                      expect="a table of gymnasium.make keyword arguments",
                                      range_doc="strings, numbers, booleans, arrays, tables")
-    num_envs: int = setting(1, "training environments, stepped in turn", low=1, cap=1_024)
+    num_envs: int = setting(1, "training environments, stepped in turn", low=1, cap=1_024, on_resume="fixed")
     normalize_obs: bool = setting(False, "running mean/variance observation normalisation (frozen for "
-                                         "evaluation, saved in checkpoints)")
+                                         "evaluation, saved in checkpoints)", on_resume="fixed")
     normalize_reward: bool = setting(False, "scale rewards by the running std of the discounted return", algo="trpo")
     clip_obs: float = setting(10.0, "clip normalised observations to [-clip_obs, clip_obs]", low=0, low_open=True)
 
@@ -141,7 +145,7 @@ class TrainConfig:
 
     total_steps: int = setting(100_000, "environment steps to train for", low=1, cap=10**12)
     seed: int = setting(0, "seeds the RNGs and training environments (evaluation environments get "
-                           "disjoint seeds)", low=0, high=2**32 - 1)
+                           "disjoint seeds)", low=0, high=2**32 - 1, on_resume="fixed")
     device: str = setting("auto", '`"auto"` = CUDA when available, else CPU', pattern=_DEVICE_PATTERN,
                           expect=_DEVICE_EXPECT)
     threads: int = setting(1, "torch threads for this trainer", low=1, cap=1_024)
@@ -163,10 +167,11 @@ class NetworkConfig:
     """Hidden layers of the agent's networks."""
 
     policy_layer_sizes: tuple[int, ...] = setting((256, 256), "hidden layers of the policy", low=1,
-                                                  cap=MAX_LAYER_SIZE, defaults_by_algo=_SMALL_NETWORKS)
+                                                  cap=MAX_LAYER_SIZE, defaults_by_algo=_SMALL_NETWORKS,
+                                                  on_resume="fixed")
     critic_layer_sizes: tuple[int, ...] = setting((256, 256), "hidden layers of the Q network (mpo) or value "
                                                               "network (trpo)", low=1, cap=MAX_LAYER_SIZE,
-                                                  defaults_by_algo=_SMALL_NETWORKS)
+                                                  defaults_by_algo=_SMALL_NETWORKS, on_resume="fixed")
 
 
 @dataclass(frozen=True)
@@ -181,10 +186,11 @@ class MPOConfig:
     kl_epsilon: float = setting(0.1, "E-step KL bound (temperature dual)", low=0, low_open=True)
     mstep_kl_epsilon: float = setting(0.1, "M-step KL bound, per action dimension, for the mean and the std",
                                       low=0, low_open=True)
-    temperature_init: float = setting(1.0, "initial temperature eta", low=0, low_open=True)
+    temperature_init: float = setting(1.0, "initial temperature eta", low=0, low_open=True, on_resume="starts")
     temperature_lr: float = setting(3e-4, "learning rate of the temperature dual(s)", low=0, low_open=True)
     lambda_init: float = setting(1.0, "unused (kept for the seed API; the agent warns when it is not 1.0); "
-                                      "see `init_log_alpha_mean`", low=0, low_open=True, has_effect=False)
+                                      "see `init_log_alpha_mean`", low=0, low_open=True, has_effect=False,
+                                      on_resume="starts")
     lambda_lr: float = setting(3e-4, "learning rate of the M-step duals alpha_mean / alpha_std", low=0,
                                low_open=True)
     epsilon_penalty: float = setting(0.001, "action-penalisation KL bound; 0 turns penalisation off", low=0)
@@ -197,8 +203,8 @@ class MPOConfig:
     retrace_lambda: float = setting(0.95, "Retrace trace decay", low=0, high=1)
     optimizer_type: str = _optimizer_type("optimiser")
     sgd_momentum: float = _sgd_momentum()
-    init_log_alpha_mean: float = setting(10.0, "initial raw (pre-softplus) alpha_mean dual")
-    init_log_alpha_stddev: float = setting(1000.0, "initial raw (pre-softplus) alpha_std dual")
+    init_log_alpha_mean: float = setting(10.0, "initial raw (pre-softplus) alpha_mean dual", on_resume="starts")
+    init_log_alpha_stddev: float = setting(1000.0, "initial raw (pre-softplus) alpha_std dual", on_resume="starts")
     m_steps: int = setting(1, "policy steps per update", low=1, cap=1_000)
 
 
@@ -250,7 +256,8 @@ class Preset:
                         pattern=_NAME_PATTERN, expect="a name of letters, digits, '.', '_' and '-'",
                         default_doc="the file name without `.toml`")
     description: str = setting("", "one line shown by `rltui presets`; say where the settings come from")
-    algo: str = setting(doc="the algorithm; selects the `[mpo]` or `[trpo]` table", choices=ALGOS)
+    algo: str = setting(doc="the algorithm; selects the `[mpo]` or `[trpo]` table", choices=ALGOS,
+                        on_resume="fixed")
     env: EnvConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -396,6 +403,25 @@ _TABLE_CLASSES: dict[str, type] = {
     "eval": EvalConfig, "checkpoint": CheckpointConfig,
 }
 _TABLES: dict[str, dict[str, _Key]] = {table: _declared_keys(cls, table) for table, cls in _TABLE_CLASSES.items()}
+
+
+def settings_held_on_resume(algo: str) -> list[tuple[str, str, Callable[[Preset], Any]]]:
+    """(`[table] key`, "fixed" or "starts", how to read it from a Preset) for every setting of
+    `algo`'s presets that a resume may not change (their `on_resume`)."""
+    held: list[tuple[str, str, Callable[[Preset], Any]]] = []
+    for key in [*_TOP_KEYS.values(), *(key for table in _TABLES.values() for key in table.values())]:
+        own_table = key.table not in AGENT_CONFIGS or key.table == algo
+        if key.setting.on_resume != "applies" and own_table and key.applies_to(algo):
+            held.append((_where(key.path), key.setting.on_resume, _reader(key)))
+    return held
+
+
+def _reader(key: _Key) -> Callable[[Preset], Any]:
+    if not key.table:
+        return lambda preset: getattr(preset, key.name)
+    if key.table in AGENT_CONFIGS:
+        return lambda preset: preset.agent.get(key.name)
+    return lambda preset: getattr(getattr(preset, key.table), key.name)
 
 
 def agent_settings_in_effect(preset: Preset) -> dict[str, Any]:
@@ -1086,10 +1112,17 @@ def _default_doc(key: _Key) -> str:
     return f"`{_show(key.default)}`"
 
 
+_RESUME_NOTES = {
+    "applies": "",
+    "fixed": "; fixed for the run: `rltui resume` cannot change it",
+    "starts": "; a starting value only: `rltui resume` cannot change it",
+}
+
+
 def _table_markdown(keys: Iterable[_Key], extra_rows: Iterable[str] = ()) -> str:
     rows = ["| Key | Type | Default | Range | Meaning |", "|---|---|---|---|---|"]
     rows += [f"| `{key.name}` | {_KIND_NAMES[key.kind]} | {_default_doc(key)} | {_range_doc(key)} | "
-             f"{key.setting.doc} |" for key in keys]
+             f"{key.setting.doc}{_RESUME_NOTES[key.setting.on_resume]} |" for key in keys]
     return "\n".join([*rows, *extra_rows])
 
 

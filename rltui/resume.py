@@ -3,7 +3,8 @@
 A resumed run is the same run continued: `rltui resume RUN --set ...` applies every override that
 can take effect on the restored state (learning rates reach the restored optimisers; step counts,
 intervals, batch sizes, discounts, KL bounds and the like apply from the next step) and refuses,
-with one line naming the key, the ones that cannot:
+with one line naming the key, the ones that cannot. Which those are is declared with each setting
+(`on_resume` in rltui.presets, shown in the presets README):
 
 - what the saved networks, optimisers and environments are made of: algo, `[env] id`, `num_envs`,
   `normalize_obs` (the networks learnt on normalised or raw observations), the layer sizes, the
@@ -17,23 +18,10 @@ A run at or past its `total_steps` is finished: resuming it without raising `tot
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rltui.presets import Preset
-
-# (where, how to read it from a preset): settings a resume must not change.
-_FIXED: list[tuple[str, Callable[[Preset], Any]]] = [
-    ("algo", lambda p: p.algo),
-    ("[env] id", lambda p: p.env.id),
-    ("[env] num_envs", lambda p: p.env.num_envs),
-    ("[env] normalize_obs", lambda p: p.env.normalize_obs),
-    ("[network] policy_layer_sizes", lambda p: tuple(p.network.policy_layer_sizes)),
-    ("[network] critic_layer_sizes", lambda p: tuple(p.network.critic_layer_sizes)),
-    ("[train] seed", lambda p: p.train.seed),
-]
-_INITIAL_VALUE_KEYS = {"mpo": ("temperature_init", "init_log_alpha_mean", "init_log_alpha_stddev", "lambda_init")}
+from rltui.presets import Preset, settings_held_on_resume
 
 
 class ResumeError(Exception):
@@ -43,27 +31,26 @@ class ResumeError(Exception):
 def check_resume(saved: Preset, wanted: Preset, run_dir: Path, step: int) -> None:
     """Raise ResumeError when `wanted` (the run's preset with this resume's overrides) cannot
     continue a checkpoint made with `saved` at env step `step`."""
-    for where, read in _fixed_settings(saved):
+    for where, rule, read in settings_held_on_resume(saved.algo):
         before, after = read(saved), read(wanted)
-        if before != after:
+        if before == after:
+            continue
+        if rule == "fixed":
             raise ResumeError(
                 f"{run_dir}: {where} cannot change when resuming (the run has {_show(before)}, asked for "
                 f"{_show(after)}); start a new run with `rltui train` instead"
             )
-    for key in _INITIAL_VALUE_KEYS.get(saved.algo, ()):
-        before, after = saved.agent.get(key), wanted.agent.get(key)
-        if before != after:
-            raise ResumeError(
-                f"{run_dir}: [{saved.algo}] {key} only sets a starting value, and the run continues from its "
-                f"checkpoint's values (the run has {_show(before)}, asked for {_show(after)})"
-            )
+        raise ResumeError(
+            f"{run_dir}: {where} only sets a starting value, and the run continues from its checkpoint's "
+            f"values (the run has {_show(before)}, asked for {_show(after)})"
+        )
     if saved.algo == "mpo":
-        before, after = saved.agent.get("epsilon_penalty", 0.0) > 0, wanted.agent.get("epsilon_penalty", 0.0) > 0
+        before, after = saved.agent["epsilon_penalty"] > 0, wanted.agent["epsilon_penalty"] > 0
         if before != after:
-            state = "on" if before else "off"
             raise ResumeError(
                 f"{run_dir}: [mpo] epsilon_penalty cannot switch the action penalty {'off' if before else 'on'} "
-                f"when resuming (it is {state} in the run, and its dual is part of the checkpoint)"
+                f"when resuming (it is {'on' if before else 'off'} in the run, and its dual is part of the "
+                "checkpoint)"
             )
     total = wanted.train.total_steps
     if step >= total:
@@ -71,10 +58,6 @@ def check_resume(saved: Preset, wanted: Preset, run_dir: Path, step: int) -> Non
             f"{run_dir}: the run is finished ({step:,} of {total:,} steps); to train on, raise the total, "
             f"e.g. --set train.total_steps={max(2 * total, step + total)}"
         )
-
-
-def _fixed_settings(saved: Preset) -> list[tuple[str, Callable[[Preset], Any]]]:
-    return [*_FIXED, (f"[{saved.algo}] optimizer_type", lambda preset: preset.agent.get("optimizer_type"))]
 
 
 def _show(value: Any) -> str:
