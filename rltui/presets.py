@@ -753,8 +753,15 @@ def _validate(raw: Mapping[str, Any], origins: _Origins, fallback_name: str, *, 
         return None
     for table, keys in _TABLES.items():
         _check_at_least(tables[table], keys, fail)
-
     assert algo is not None
+    if algo == "mpo" and tables["mpo"]["use_retrace"]:
+        rows = tables["train"]["replay_size"] // env["num_envs"]
+        if tables["mpo"]["retrace_steps"] > rows:  # no sequence would ever fit: the run would never learn
+            raise fail(("mpo", "retrace_steps"),
+                       f"expected an integer <= the replay's {rows} steps per environment ([train] replay_size "
+                       f"{tables['train']['replay_size']} / [env] num_envs {env['num_envs']}), "
+                       f"got {tables['mpo']['retrace_steps']}")
+
     return Preset(
         name=top.get("name")
         or (fallback_name if _NAME_PATTERN.fullmatch(fallback_name) else _TOP_KEYS["name"].default),

@@ -172,6 +172,15 @@ def test_replay_warm_up_must_cover_a_batch():
         "x.toml: [train] replay_size: expected an integer >= [train] update_after (1000), got 500"
 
 
+def test_retrace_windows_longer_than_the_replay_are_refused():
+    text = 'algo = "mpo"\n[env]\nid = "Pendulum-v1"\nnum_envs = 4\n[train]\nreplay_size = 1000\n' \
+           'update_after = 300\n[mpo]\nuse_retrace = true\nretrace_steps = 251\n'
+    assert error_of(text) == ("x.toml: [mpo] retrace_steps: expected an integer <= the replay's 250 steps per "
+                              "environment ([train] replay_size 1000 / [env] num_envs 4), got 251")
+    assert preset_from_toml_text(text.replace("251", "250")).agent["retrace_steps"] == 250
+    assert preset_from_toml_text(text.replace("use_retrace = true", "use_retrace = false")).algo == "mpo"
+
+
 def test_unknown_environment_id_suggests_close_ids():
     message = error_of(MPO_TEXT.replace("Pendulum-v1", "Pendulum-v2"))
     assert message.startswith('x.toml: [env] id: unknown environment "Pendulum-v2" (did you mean "Pendulum-v1"')
