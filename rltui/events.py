@@ -159,6 +159,17 @@ def _to_metrics(value: Any) -> dict[str, float]:
     raise _BadField("an object of numbers or nulls")
 
 
+SettingValue = float | int | bool | str
+
+
+def _to_settings(value: Any) -> dict[str, SettingValue]:
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and (isinstance(v, (int, float, bool, str)) or v is None) for k, v in value.items()
+    ):
+        return {k: math.nan if v is None else v for k, v in value.items()}
+    raise _BadField("an object of numbers, booleans or strings")
+
+
 def _to_floats(value: Any) -> tuple[float, ...]:
     if isinstance(value, list):
         try:
@@ -177,6 +188,7 @@ _FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
     "RunState": _to_state,
     "dict[str, float]": _to_metrics,
     "tuple[float, ...]": _to_floats,
+    "dict[str, SettingValue]": _to_settings,
 }
 
 
@@ -192,6 +204,8 @@ class RunStarted(Event):
     total_steps: int
     run_dir: str
     resumed: bool = False
+    # The [mpo]/[trpo] settings in effect (the views draw KL bounds and the like from them).
+    agent_settings: dict[str, SettingValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,15 @@ def test_read_events_skips_every_kind_of_bad_line_and_says_why(tmp_path):
     assert offset == path.stat().st_size - len(b'{"event": "episode", "step": 9')
     data = path.read_bytes()
     assert all(data[start - 1 : start] == b"\n" for start, _ in errors)  # offsets point at line starts
+
+
+def test_run_started_carries_the_agent_settings_and_reads_old_lines_without_them():
+    from rltui.events import Event, RunStarted
+
+    event = RunStarted(0, name="n", algo="mpo", env_id="Pendulum-v1", device="cpu", total_steps=10, run_dir="r",
+                       agent_settings={"kl_epsilon": 0.1, "use_retrace": False, "optimizer_type": "adam", "m_steps": 1})
+    assert Event.from_json(event.to_json()) == event
+    old = {k: v for k, v in event.to_json().items() if k != "agent_settings"}
+    assert Event.from_json(old).agent_settings == {}
+    with pytest.raises(ValueError, match="'agent_settings' must be an object of numbers, booleans or strings"):
+        Event.from_json({**event.to_json(), "agent_settings": {"x": [1]}})
