@@ -54,7 +54,7 @@ def run_ours(steps: int, seed: int, seeds: list[int]) -> tuple[float, float, flo
         engine = Engine(preset, create_run_dir(preset, Path(tmp)))
         engine.run()
         wall = time.perf_counter() - start
-    policy = make_policy(engine.agent, "trpo", engine.spec, engine.device, deterministic=True)
+    policy = make_policy(engine.agent, "trpo", engine.spec, deterministic=True)
     mean, std = evaluate(policy, seeds, engine.obs_normalizer.normalize)
     return wall, mean, std
 

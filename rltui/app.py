@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from rltui.commands import Command, Reply, Stop
 from rltui.events import Event, RunState
 from rltui.history import MetricsHistory
 from rltui.screens.dashboard import DashboardScreen
@@ -40,11 +42,7 @@ class EngineLike(Protocol):
 
     def subscribe(self, callback: Callable[[Event], None]) -> None: ...
     def run(self) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def request_checkpoint(self) -> None: ...
-    def set_eval_mode(self, on: bool) -> None: ...
-    def stop(self, final_checkpoint: bool = True) -> None: ...
+    def submit(self, command: Command) -> Future[Reply]: ...
 
 
 EngineFactory = Callable[[Any, Path], EngineLike]
@@ -156,7 +154,7 @@ class RlTuiApp(App[int]):
     def stop_and_exit(self) -> None:
         """Ask the engine to stop (final checkpoint), wait for its worker, then exit."""
         assert self.engine is not None
-        self.engine.stop(final_checkpoint=True)
+        self.engine.submit(Stop(final_checkpoint=True))
         self.run_worker(self._exit_when_stopped(), group="quit")
 
     async def _exit_when_stopped(self) -> None:
@@ -215,7 +213,7 @@ class RlTuiApp(App[int]):
         """However the app ends, the training thread must end too (the process waits for it)."""
         self._watch_stop.set()
         if self.engine is not None and not self.engine.state.is_final:
-            self.engine.stop(final_checkpoint=True)
+            self.engine.submit(Stop(final_checkpoint=True))
 
 
 def run_dashboard(engine: EngineLike, refresh_hz: float = 4.0, mouse: bool = True) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from rltui import __version__
@@ -240,6 +242,35 @@ def load_checkpoint(path: Path) -> Checkpoint:
         preset_text=preset_text,
         replay_path=path / REPLAY_FILE if REPLAY_FILE in files else None,
     )
+
+
+def capture_rng(sampler: np.random.Generator) -> dict[str, Any]:
+    """Every random state a run draws from (torch, CUDA, numpy's global and `sampler`, Python's
+    `random`), as tensors and plain values, for `restore_rng`."""
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(legacy[1].astype(np.int64)), "pos": int(legacy[2]),
+                  "has_gauss": int(legacy[3]), "cached_gaussian": float(legacy[4])},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "sampler": sampler.bit_generator.state,
+    }
+
+
+def restore_rng(saved: dict[str, Any], sampler: np.random.Generator) -> None:
+    """Put back what `capture_rng` saved (CUDA states only where CUDA is available)."""
+    torch.set_rng_state(saved["torch"])
+    if torch.cuda.is_available() and saved["torch_cuda"]:
+        torch.cuda.set_rng_state_all(saved["torch_cuda"])
+    legacy = saved["numpy"]
+    np.random.set_state(("MT19937", legacy["keys"].numpy().astype(np.uint32), legacy["pos"],
+                         legacy["has_gauss"], legacy["cached_gaussian"]))
+    python = saved["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    sampler.bit_generator.state = saved["sampler"]
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

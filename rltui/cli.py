@@ -26,9 +26,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from rltui import __version__
+from rltui.commands import Stop
 from rltui.events import (
     CheckpointSaved,
     EpisodeFinished,
@@ -297,6 +298,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = "no such file or directory" if exc.errno == errno.ENOENT else (exc.strerror or str(exc)).lower()
         raise UsageError(f"{display_path(args.path)}: {reason}") from None
+    from rltui.evaluation import evaluate_checkpoint
+
     report = evaluate_checkpoint(args.path, args.episodes, deterministic=not args.stochastic, seed=args.seed)
     if args.json:
         out = {k: report[k] for k in ("return_mean", "return_std", "episodes", "step")}
@@ -308,56 +311,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               f"± {report['return_std']:.2f} over {report['episodes']} {mode} episodes "
               f"(mean length {report['length_mean']:.1f})")
     return EXIT_OK
-
-
-def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None) -> dict[str, Any]:
-    """Run `episodes` episodes of a saved agent on CPU with the checkpoint's frozen normaliser.
-
-    By default the episodes are those of the run's own evaluations (same seeds).
-    """
-    import numpy as np
-    import torch
-
-    from rltui.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-    from rltui.engine import build_agent, make_policy
-    from rltui.envs import ObsNormalizer, env_spec, eval_seeds, make_env, run_episode
-    from rltui.presets import PresetError, preset_from_toml_text
-
-    checkpoint = load_checkpoint(resolve_checkpoint(path))
-    try:
-        preset = preset_from_toml_text(checkpoint.preset_text, str(checkpoint.path / "preset.toml"))
-    except PresetError as exc:
-        raise CheckpointError(f"{checkpoint.path}: its preset.toml is not valid ({exc})") from None
-    torch.set_num_threads(preset.train.threads)
-    base_seed = preset.train.seed if seed is None else seed
-    torch.manual_seed(base_seed)
-    device = torch.device("cpu")
-    env = make_env(preset.env)
-    try:
-        spec = env_spec(env)
-        agent = build_agent(preset, spec, device)
-        normalizer = ObsNormalizer(spec.obs_dim, preset.env.normalize_obs, preset.env.clip_obs)
-        try:
-            agent.load_state_dict(checkpoint.agent_state)
-            normalizer.load_state_dict(checkpoint.engine_state["obs_normalizer"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(
-                f"{checkpoint.path}: does not fit its preset ({type(exc).__name__}: {first})"
-            ) from None
-        policy = make_policy(agent, preset.algo, spec, device, deterministic=deterministic)
-        results = [run_episode(env, policy, normalizer, s) for s in eval_seeds(base_seed, 0, episodes)]
-    finally:
-        env.close()
-    returns = [r for r, _ in results]  # type: ignore[misc]
-    return {
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "episodes": episodes,
-        "step": checkpoint.step,
-        "length_mean": float(np.mean([n for _, n in results])),  # type: ignore[misc]
-        "checkpoint": str(checkpoint.path),
-    }
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -421,7 +374,7 @@ def run_headless(engine: Engine, stream: TextIO | None = None) -> int:
         if not interrupted.is_set():
             interrupted.set()
             progress.note("stopping: saving a final checkpoint (Ctrl-C again to abandon it)")
-            engine.stop(final_checkpoint=True)
+            engine.submit(Stop(final_checkpoint=True))
         else:
             raise KeyboardInterrupt
 

@@ -1,7 +1,7 @@
 """A deterministic stand-in for rltui.engine.Engine, for UI tests.
 
 `run()` emits a scripted run (fixed times, smooth curves), then either finishes, fails, or
-holds until `stop()`. Every control call is recorded in `commands`; pause/resume/eval mode
+holds until a Stop. Every submitted command is recorded in `commands`; pause/resume/eval mode
 change the state at once and emit StateChanged, as the real engine does between iterations.
 """
 
@@ -11,9 +11,11 @@ import json
 import math
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 
+from rltui.commands import Command, Pause, Reply, Resume, SetEvalMode, Stop
 from rltui.events import (
     CheckpointSaved,
     EpisodeFinished,
@@ -110,7 +112,7 @@ class FakeEngine:
         self.state = RunState.STARTING
         self.run_dir = Path(f"saves/{algo}-pendulum-test")
         self.preset = SimpleNamespace(name=f"{algo}-pendulum-test", algo=algo, agent=AGENT_SETTINGS[algo])
-        self.commands: list[tuple] = []
+        self.commands: list[Command] = []
         self.emitted = threading.Event()  # set when the scripted events are all out
         self._script = scripted_events(algo, steps, total_steps)
         self._outcome = outcome
@@ -158,24 +160,17 @@ class FakeEngine:
         self._emit(CheckpointSaved(self.step, path=f"{self.run_dir}/checkpoints/step-{self.step}", time=last_time))
         self._set_state(RunState.FINISHED, "stopped")
 
-    def pause(self) -> None:
-        self.commands.append(("pause",))
-        self._set_state(RunState.PAUSED)
-
-    def resume(self) -> None:
-        self.commands.append(("resume",))
-        self._set_state(RunState.RUNNING)
-
-    def request_checkpoint(self) -> None:
-        self.commands.append(("checkpoint",))
-
-    def request_evaluation(self, episodes: int | None = None) -> None:
-        self.commands.append(("evaluate", episodes))
-
-    def set_eval_mode(self, on: bool) -> None:
-        self.commands.append(("eval_mode", on))
-        self._set_state(RunState.EVALUATING if on else RunState.RUNNING)
-
-    def stop(self, final_checkpoint: bool = True) -> None:
-        self.commands.append(("stop", final_checkpoint))
-        self._stop.set()
+    def submit(self, command: Command) -> Future[Reply]:
+        """Record the command; pause/resume/eval mode change the state at once, stop ends run()."""
+        self.commands.append(command)
+        if isinstance(command, Pause):
+            self._set_state(RunState.PAUSED)
+        elif isinstance(command, Resume):
+            self._set_state(RunState.RUNNING)
+        elif isinstance(command, SetEvalMode):
+            self._set_state(RunState.EVALUATING if command.on else RunState.RUNNING)
+        elif isinstance(command, Stop):
+            self._stop.set()
+        future: Future[Reply] = Future()
+        future.set_result(Reply(True, command.name))
+        return future

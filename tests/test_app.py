@@ -8,6 +8,7 @@ import pytest
 from fake_engine import T0, FakeEngine
 
 from rltui.app import RlTuiApp
+from rltui.commands import Checkpoint, Pause, Resume, SetEvalMode, Stop
 from rltui.events import RunState
 from rltui.screens.dashboard import DashboardScreen
 from rltui.screens.help import HelpScreen
@@ -67,9 +68,7 @@ async def test_control_keys_reach_the_engine():
         assert _enabled(screen, "pause") is None  # no pausing while evaluating
         await pilot.press("e")
         await pilot.pause()
-        assert engine.commands == [
-            ("pause",), ("resume",), ("checkpoint",), ("eval_mode", True), ("eval_mode", False)
-        ]
+        assert engine.commands == [Pause(), Resume(), Checkpoint(), SetEvalMode(True), SetEvalMode(False)]
 
 
 @pytest.mark.asyncio
@@ -123,7 +122,7 @@ async def test_quit_while_training_stops_with_checkpoint_quickly():
         await pilot.press("q")
         await _wait_for(pilot, lambda: not app.is_running, timeout=5.0)
     assert time.monotonic() - start < 5.0
-    assert engine.commands == [("stop", True)]
+    assert engine.commands == [Stop(final_checkpoint=True)]
     assert engine.state is RunState.FINISHED
 
 

@@ -19,8 +19,8 @@ import torch
 from conftest import tiny_preset
 
 from rltui import checkpoint as ckpt
-from rltui.cli import evaluate_checkpoint
 from rltui.engine import Engine
+from rltui.evaluation import evaluate_checkpoint
 from rltui.presets import apply_overrides
 from rltui.rundir import create_run_dir
 

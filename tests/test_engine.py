@@ -14,6 +14,7 @@ import torch
 from conftest import tiny_preset
 
 from rltui import checkpoint as ckpt
+from rltui.commands import Checkpoint, Evaluate, Pause, Reply, Resume, SetEvalMode, Stop
 from rltui.engine import Engine
 from rltui.events import (
     CheckpointSaved,
@@ -116,57 +117,83 @@ def test_controls_are_answered_within_a_second(tmp_path):
     thread = engine.start()
     rec.wait_for(lambda e: isinstance(e, UpdateMetrics) and e.updates > 0, timeout=30)
 
-    engine.pause()
-    rec.wait_for(state_is(RunState.PAUSED), timeout=1.0)
+    reply = engine.submit(Pause()).result(timeout=1.0)
+    assert reply.ok and reply.message.startswith("paused") and engine.state is RunState.PAUSED
+    assert rec.of(StateChanged)[-1].state is RunState.PAUSED  # the event is out when the reply comes
     frozen = engine.step
     time.sleep(0.3)
     assert engine.step == frozen
 
     mark = rec.mark()
-    engine.request_checkpoint()
-    saved = rec.wait_for(lambda e: isinstance(e, CheckpointSaved), timeout=1.0, after=mark)
-    assert saved.path.endswith(f"step-{frozen}")
+    reply = engine.submit(Checkpoint()).result(timeout=1.0)
+    saved = rec.wait_for(lambda e: isinstance(e, CheckpointSaved), timeout=0.1, after=mark)
+    assert reply.ok and reply.data == {"path": saved.path, "step": frozen} and saved.path.endswith(f"step-{frozen}")
 
     mark = rec.mark()
-    engine.request_evaluation(1)
-    result = rec.wait_for(lambda e: isinstance(e, EvalResult), timeout=5.0, after=mark)
+    reply = engine.submit(Evaluate(1)).result(timeout=5.0)  # evaluations run while paused
+    result = rec.wait_for(lambda e: isinstance(e, EvalResult), timeout=0.1, after=mark)
     assert result.episodes == 1 and result.step == frozen
+    assert reply.data == {"return_mean": result.return_mean, "return_std": 0.0, "episodes": 1, "step": frozen}
 
     mark = rec.mark()
-    engine.set_eval_mode(True)
-    rec.wait_for(state_is(RunState.EVALUATING), timeout=1.0, after=mark)
+    assert engine.submit(SetEvalMode(True)).result(timeout=1.0).ok
+    assert engine.state is RunState.EVALUATING
     rec.wait_for(lambda e: isinstance(e, EvalResult), timeout=5.0, after=mark)
     rec.wait_for(lambda e: isinstance(e, EvalResult), timeout=5.0, after=rec.mark())
     streamed = [e for e in rec.events[mark:] if isinstance(e, EvalResult)]
     assert len(streamed) >= 2 and len({e.returns for e in streamed}) == len(streamed)  # fresh seeds each
     assert engine.step == frozen
 
-    mark = rec.mark()
-    engine.set_eval_mode(False)
-    rec.wait_for(state_is(RunState.PAUSED), timeout=1.0, after=mark)
-    engine.resume()
-    rec.wait_for(state_is(RunState.RUNNING), timeout=1.0, after=mark)
+    assert engine.submit(SetEvalMode(False)).result(timeout=1.0).ok
+    assert engine.state is RunState.PAUSED  # back to where it was
+    assert engine.submit(Resume()).result(timeout=1.0).ok and engine.state is RunState.RUNNING
     rec.wait_for(lambda e: isinstance(e, EpisodeFinished), timeout=30, after=rec.mark())
     assert engine.step > frozen
 
-    engine.set_eval_mode(True)  # from RUNNING straight into evaluation mode
-    rec.wait_for(state_is(RunState.EVALUATING), timeout=1.0, after=mark)
+    assert engine.submit(SetEvalMode(True)).result(timeout=1.0).ok  # from RUNNING straight into evaluation mode
+    assert engine.state is RunState.EVALUATING
     mark = rec.mark()
     started = time.monotonic()
-    engine.stop()
-    rec.wait_for(state_is(RunState.FINISHED), timeout=5.0, after=mark)
+    reply = engine.submit(Stop()).result(timeout=5.0)
+    assert reply.ok and reply.data == {"state": "finished", "step": engine.step}
     thread.join(5)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and engine.state is RunState.FINISHED
     stop_saved = [e for e in rec.events[mark:] if isinstance(e, CheckpointSaved)]
     assert len(stop_saved) == 1 and time.monotonic() - started < 5
     assert ckpt.load_checkpoint(Path(stop_saved[0].path)).step == engine.step
+    late = engine.submit(Pause()).result(timeout=0.1)  # after the end: answered at once
+    assert late == Reply(False, "the run has ended")
+
+
+def test_pause_while_an_evaluation_runs_lets_it_finish(tmp_path):
+    engine, rec = new_engine(tmp_path, "trpo", train={"total_steps": 1_000_000}, eval={"interval": 0})
+    thread = engine.start()
+    rec.wait_for(lambda e: isinstance(e, EpisodeFinished), timeout=30)
+    evaluation = engine.submit(Evaluate(3))
+    assert engine.submit(Pause()).result(timeout=1.0).ok
+    reply = evaluation.result(timeout=10.0)
+    assert reply.ok and reply.data["episodes"] == 3 and engine.state is RunState.PAUSED
+    engine.submit(Stop(final_checkpoint=False)).result(timeout=5.0)
+    thread.join(5)
+    assert not rec.of(CheckpointSaved)
+
+
+def test_commands_left_when_a_run_ends_are_answered(tmp_path):
+    engine, rec = new_engine(tmp_path, "trpo", train={"total_steps": 200})
+    pending = [engine.submit(Checkpoint()), engine.submit(Evaluate(1))]
+    engine.run()  # both run in the first service, before the end
+    assert all(f.result(timeout=0).ok for f in pending)
+    never_run, _ = new_engine(tmp_path, "trpo")
+    waiting = never_run.submit(Pause())
+    never_run.close()
+    assert waiting.result(timeout=0) == Reply(False, "the run has ended")
 
 
 def test_stop_without_final_checkpoint(tmp_path):
     engine, rec = new_engine(tmp_path, "trpo", train={"total_steps": 1_000_000})
     thread = engine.start()
     rec.wait_for(lambda e: isinstance(e, EpisodeFinished), timeout=30)
-    engine.stop(final_checkpoint=False)
+    engine.submit(Stop(final_checkpoint=False))
     thread.join(5)
     assert engine.state == RunState.FINISHED and not rec.of(CheckpointSaved)
 
@@ -234,7 +261,7 @@ def test_resume_continues_counters_optimisers_duals_and_log(tmp_path, algo):
     assert _tensors_equal(resumed.agent.state_dict(), saved_agent)  # nets, targets, optimisers, duals
     assert resumed.obs_normalizer.state_dict() == normalizer
     if algo == "mpo":
-        assert len(resumed.replay) == len(engine.replay)
+        assert len(resumed.loop.replay) == len(engine.loop.replay)
     rec = Recorder()
     resumed.subscribe(rec)
     resumed.run()
@@ -296,7 +323,7 @@ def test_run_log_reader_tolerates_a_partial_last_line(tmp_path):
 
 def test_frequent_evaluations_do_not_starve_update_metrics(monkeypatch):
     """Restarting the rate baseline after each evaluation/checkpoint must not reset the emission clock."""
-    from rltui import engine as engine_module
+    from rltui.engine import shell as engine_module
 
     monkeypatch.setattr(engine_module, "METRICS_INTERVAL_S", 0.05)
     window = engine_module._MetricsWindow(step=0)

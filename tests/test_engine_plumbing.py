@@ -77,8 +77,8 @@ def test_mpo_replay_rows_are_the_true_transitions(tmp_path):
     engine = chain_engine(tmp_path, "mpo", train={"total_steps": 60, "update_after": 1000, "replay_size": 5000})
     engine.run()
     assert engine.state == RunState.FINISHED and engine.counters.updates == 0  # the policy never changed
-    data = {key: values[:30] for key, values in engine.replay._data.items()}
-    assert len(engine.replay) == 60
+    data = {key: values[:30] for key, values in engine.loop.replay._data.items()}
+    assert len(engine.loop.replay) == 60
     for column, log in enumerate(env_logs(engine)):
         assert len(log) == 30
         true = stacked(log)

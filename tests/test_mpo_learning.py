@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from rltui.commands import Stop
 from rltui.engine import Engine
 from rltui.events import EvalResult, Event, RunState
 from rltui.presets import load_preset
@@ -33,7 +34,7 @@ def test_mpo_solves_pendulum_within_8k_steps(tmp_path) -> None:
         if isinstance(event, EvalResult):
             evaluations.append(event)
             if event.step >= 4000 and event.return_mean >= TARGET_RETURN:
-                engine.stop(final_checkpoint=False)
+                engine.submit(Stop(final_checkpoint=False))
 
     engine.subscribe(stop_once_solved)
     engine.run()

@@ -539,7 +539,7 @@ def test_the_largest_seed_works_with_every_rng_and_every_seed_offset():
     import numpy as np
     import torch
 
-    from rltui.engine import RESUME_SEED_OFFSET, STREAM_FIRST_INDEX
+    from rltui.engine.shell import RESUME_SEED_OFFSET, STREAM_FIRST_INDEX
     from rltui.envs import TrainingEnvs, eval_seeds, make_env
 
     preset = apply_overrides(preset_from_toml_text(MPO_TEXT), ["train.seed=4294967295", "env.num_envs=3"])

@@ -18,6 +18,7 @@ from chain_env import ENV_ID as CHAIN_ID
 from conftest import tiny_preset
 
 from rltui import checkpoint as ckpt
+from rltui.commands import Stop
 from rltui.engine import Engine
 from rltui.events import Event, RunState, WarningRaised
 from rltui.presets import apply_overrides
@@ -52,12 +53,10 @@ def final_state(engine: Engine) -> dict:
         "obs_normalizer": engine.obs_normalizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
-    if engine.replay is not None:
-        state["replay"] = {key: values[: engine.replay._filled].copy() for key, values in engine.replay._data.items()}
-    if engine.reward_normalizer is not None:
-        state["reward_normalizer"] = engine.reward_normalizer.state_dict()
-    if engine.rollout is not None:
-        state["rollout"] = engine.rollout.state_dict()
+    replay = getattr(engine.loop, "replay", None)
+    if replay is not None:
+        state["replay"] = {key: values[: replay._filled].copy() for key, values in replay._data.items()}
+    state["loop"] = engine.loop.state_dict()  # TRPO: the rollout and the reward normaliser
     return state
 
 
@@ -92,7 +91,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, algo, first_leg, tot
 
     first = run_to(preset, None, tmp_path / "b", first_leg)
     if algo == "trpo":
-        assert 0 < first.rollout.length < first.rollout.horizon  # the partial rollout is in the checkpoint
+        assert 0 < first.loop.rollout.length < first.loop.rollout.horizon  # the partial rollout is in the checkpoint
     resumed = Engine(apply_overrides(preset, [f"train.total_steps={total}"]), first.run_dir, resume=True)
     events = record(resumed)
     resumed.run()
@@ -110,7 +109,7 @@ def test_stop_between_the_updates_of_one_env_step_resumes_exactly(tmp_path):
     def update_then_stop(batch):
         metrics = real_update(batch)
         if engine.agent.num_updates == 37:  # odd: the first of the two updates of an env step
-            engine.stop()
+            engine.submit(Stop())
         return metrics
 
     engine.agent.update = update_then_stop
@@ -128,13 +127,13 @@ def test_unsaveable_envs_end_their_episodes_at_the_saved_step(tmp_path):
     preset = tiny_preset("mpo", {"env": {"id": CHAIN_ID, "num_envs": 2, "normalize_obs": False},
                                  "mpo": {"use_retrace": True, "retrace_steps": 3}, "eval": {"interval": 0}})
     first = run_to(preset, None, tmp_path, 100)  # 50 steps per env: mid-episode in both (episodes of 3 and 5)
-    dones_before = first.replay._data["dones"][: first.replay._filled].copy()
+    dones_before = first.loop.replay._data["dones"][: first.loop.replay._filled].copy()
     assert not dones_before[-1].any()
 
     resumed = Engine(apply_overrides(preset, ["train.total_steps=160"]), first.run_dir, resume=True)
-    last = resumed.replay._filled - 1
-    np.testing.assert_array_equal(resumed.replay._data["dones"][last], [1.0, 1.0])  # no window joins it to what follows
-    np.testing.assert_array_equal(resumed.replay._data["dones"][:last], dones_before[:-1])
+    last = resumed.loop.replay._filled - 1
+    np.testing.assert_array_equal(resumed.loop.replay._data["dones"][last], [1.0, 1.0])  # no window joins it to what follows
+    np.testing.assert_array_equal(resumed.loop.replay._data["dones"][:last], dones_before[:-1])
     events = record(resumed)
     resumed.run()
     notes = warnings_in(events)
@@ -148,16 +147,16 @@ def test_unsaveable_envs_cut_a_partial_rollout_as_truncated(tmp_path):
                                           "normalize_reward": True},
                                   "train": {"rollout_steps": 10}, "eval": {"interval": 0}})
     first = run_to(preset, None, tmp_path, 30)  # 15 steps per env: half-way through the second rollout
-    saved_obs = first._obs.copy()
+    saved_obs = first.loop.obs.copy()
     resumed = Engine(apply_overrides(preset, ["train.total_steps=60"]), first.run_dir, resume=True)
-    rollout = resumed.rollout.state_dict()
+    rollout = resumed.loop.rollout.state_dict()
     last = rollout["truncated"].shape[0] - 1
     running = ~rollout["terminated"][last].numpy()
     assert rollout["truncated"][last].numpy()[running].all()
     with torch.no_grad():
         expected = resumed.agent.value(torch.as_tensor(saved_obs)).squeeze(-1).numpy()
     np.testing.assert_allclose(rollout["final_values"][last].numpy()[running], expected[running], rtol=1e-5, atol=1e-6)
-    assert np.all(resumed.reward_normalizer._discounted == 0.0)
+    assert np.all(resumed.loop.reward_normalizer._discounted == 0.0)
     resumed.run()
     assert resumed.state == RunState.FINISHED
 
@@ -224,7 +223,7 @@ def test_a_checkpoint_at_total_steps_is_finished_also_when_the_preset_file_says_
 @pytest.mark.parametrize("new_horizon", [10, 40])
 def test_a_changed_rollout_length_applies_from_the_saved_partial_rollout(tmp_path, new_horizon):
     first = run_to(tiny_preset("trpo"), None, tmp_path, 250)  # 25 of 50 steps per env in the rollout
-    assert first.rollout.length == 25
+    assert first.loop.rollout.length == 25
     resumed = Engine(apply_overrides(first.preset, ["train.total_steps=400", f"train.rollout_steps={new_horizon}"]),
                      first.run_dir, resume=True)
     lengths = []

@@ -9,6 +9,7 @@ they are greyed out.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from textual.app import ComposeResult
@@ -17,6 +18,7 @@ from textual.containers import Container, Grid
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from rltui.commands import Checkpoint, Command, Pause, Reply, Resume, SetEvalMode
 from rltui.events import RunState
 from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory
 from rltui.screens.help import HelpScreen
@@ -36,11 +38,7 @@ class RunControl(Protocol):
 
     state: RunState
 
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def request_checkpoint(self) -> None: ...
-    def set_eval_mode(self, on: bool) -> None: ...
-    def stop(self, final_checkpoint: bool = True) -> None: ...
+    def submit(self, command: Command) -> Future[Reply]: ...
 
 
 def _refs(settings: Mapping[str, Any], *pairs: tuple[str, str]) -> tuple[ReferenceLine, ...]:
@@ -249,21 +247,21 @@ class DashboardScreen(Screen[None]):
 
     def action_pause(self) -> None:
         assert self.engine is not None
-        self.engine.pause()  # the footer flips to Resume once the engine reports PAUSED
+        self.engine.submit(Pause())  # the footer flips to Resume once the engine reports PAUSED
 
     def action_resume(self) -> None:
         assert self.engine is not None
-        self.engine.resume()
+        self.engine.submit(Resume())
 
     def action_checkpoint(self) -> None:
         assert self.engine is not None
-        self.engine.request_checkpoint()
+        self.engine.submit(Checkpoint())
         self.notify("checkpoint requested", timeout=2)
 
     def action_toggle_eval(self) -> None:
         assert self.engine is not None
         self.eval_mode = not self.eval_mode
-        self.engine.set_eval_mode(self.eval_mode)
+        self.engine.submit(SetEvalMode(self.eval_mode))
         self.notify("deterministic evaluation mode " + ("on" if self.eval_mode else "off"), timeout=2)
 
     def action_cycle_smoothing(self) -> None:
