@@ -6,6 +6,7 @@
     rltui eval RUN_DIR|CHECKPOINT_DIR [--episodes N] [--stochastic] [--seed N] [--json]
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
+    rltui ps [DIR] [--json]
 
 Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
 Errors are one line on stderr, `error: <message>`, without a traceback.
@@ -154,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="follow a run's metrics.jsonl in the dashboard (read-only)")
     watch.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_ui_options(watch)
+
+    ps = commands.add_parser("ps", help="list the live runs (those whose control socket answers)")
+    ps.add_argument("dir", nargs="?", type=_path_arg, default=Path("saves"), metavar="DIR",
+                    help="where to look, recursively (default ./saves; a run directory works too)")
+    ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
     return parser
 
 
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
-        "presets": _cmd_presets, "watch": _cmd_watch,
+        "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps,
     }
     try:
         return handlers[args.command](args)
@@ -264,6 +270,28 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
 
         return int(run_dashboard(engine, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
     return run_headless(engine)
+
+
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from rltui.runs import probe_all, relative, shown, table
+    from rltui.watch import display_path
+
+    root: Path = args.dir
+    if not root.is_dir():
+        raise UsageError(f"{display_path(root)}: not a directory (expected a directory of runs, e.g. ./saves)")
+    probes = probe_all(root)
+    live = [p for p in probes if p.live]
+    if args.json:
+        print(json.dumps([p.status for p in live], allow_nan=False))
+    elif live:
+        print("\n".join(table(live)))
+    else:
+        print(f"no live runs under {display_path(root)}")
+    for p in probes:
+        if not p.live:
+            what = "stale (its run was killed; resuming the run replaces it)" if p.stale else shown(p.problem, 200)
+            print(f"note: {display_path(relative(str(p.socket)))}: {what}", file=sys.stderr)
+    return EXIT_OK
 
 
 MAX_EVAL_EPISODES = 100_000

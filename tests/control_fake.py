@@ -74,7 +74,7 @@ class FakeEngine:
                                   total_steps=self.total_steps, run_dir=str(self.run_dir)))
             self._set_state(RunState.RUNNING)
             paused = False
-            last_metrics = time.monotonic()
+            last_metrics = 0.0  # the first step reports a rate
             while self.step < self.total_steps:
                 while self.stall.is_set():
                     time.sleep(0.01)
@@ -144,3 +144,23 @@ class FakeEngine:
     def _emit(self, event: Event) -> None:
         for callback in self._subscribers:
             callback(event)
+
+
+def start_fake(run_dir: Path, **kwargs) -> tuple[FakeEngine, threading.Thread]:
+    """A fake run in `run_dir` (created), running with its control socket."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    engine = FakeEngine(run_dir, **kwargs)
+    thread = engine.start()
+    deadline = time.monotonic() + 10
+    while engine.state is not RunState.RUNNING or engine.step == 0:  # (the first step reports a rate)
+        if time.monotonic() > deadline:
+            raise AssertionError("the fake run did not start")
+        time.sleep(0.01)
+    return engine, thread
+
+
+def stop_fake(engine: FakeEngine, thread: threading.Thread) -> None:
+    engine.stall.clear()
+    engine.submit(Stop())
+    thread.join(10)
+    assert not thread.is_alive()
