@@ -132,12 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--saves", type=_path_arg, default=argparse.SUPPRESS, metavar="DIR",
                        help="where the run directory is created (default ./saves)")
     train.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
+    _add_detach_options(train)
     _add_ui_options(train)
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_set_option(resume)
     resume.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
+    _add_detach_options(resume)
     _add_ui_options(resume)
 
     evaluate = commands.add_parser("eval", help="evaluate a saved agent")
@@ -161,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where to look, recursively (default ./saves; a run directory works too)")
     ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
     return parser
+
+
+def _add_detach_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach", action="store_true",
+                        help="run headless in the background (output to RUN_DIR/output.log) and return at once")
+    parser.add_argument("--detached-child", type=int, default=None, help=argparse.SUPPRESS)  # (the background side)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +245,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.append(Override("--device", ("train", "device"), args.device))
     preset = load_preset(args.preset, overrides, check_device=True)
+    if args.detach:
+        return _detach(["train", *_forwarded_options(args), f"--saves={args.saves}", "--", args.preset])
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
     run_dir = create_run_dir(preset, args.saves)
@@ -258,6 +268,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if not (run_dir / PRESET_FILE).is_file():
         raise UsageError(f"{run_dir}: no {PRESET_FILE} (expected a run directory made by `rltui train`)")
     preset = load_preset(str(run_dir / PRESET_FILE), list(args.overrides or []))
+    if args.detach:
+        return _detach(["resume", *_forwarded_options(args), "--", str(run_dir)])
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
     engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
@@ -265,11 +277,33 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _run(engine: Engine, args: argparse.Namespace) -> int:
+    from rltui import background
+
+    if args.detached_child is not None:  # the background side of --detach: the engine is built
+        background.announce_ready(args.detached_child, engine.run_dir)
     if not args.headless:
         from rltui.app import run_dashboard
 
-        return int(run_dashboard(engine, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
-    return run_headless(engine)
+        return background.run_dashboard_through_hangup(
+            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)))
+    with background.OutputToLogOnHangup(engine.run_dir):
+        return run_headless(engine)
+
+
+def _forwarded_options(args: argparse.Namespace) -> list[str]:
+    """The options of `train`/`resume` that the background run of --detach is started with."""
+    options = [f"--set={override}" for override in args.overrides or []]
+    if getattr(args, "seed", None) is not None:
+        options.append(f"--seed={args.seed}")
+    if getattr(args, "device", None) is not None:
+        options.append(f"--device={args.device}")
+    return [*options, "--headless"]
+
+
+def _detach(argv: list[str]) -> int:
+    from rltui.background import start_detached
+
+    return start_detached(argv)
 
 
 def _cmd_ps(args: argparse.Namespace) -> int:
