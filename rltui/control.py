@@ -35,7 +35,8 @@ Replies:
     device, state ("starting", "running", "paused", "evaluating", "finished", "failed"), message,
     step, total_steps, steps_per_s, updates_per_s, episodes, updates, started (unix time),
     last_eval ({step, return_mean, return_std, episodes} or null), last_checkpoint ({step, path}
-    or null), protocol (1). Numbers not known yet are null.
+    or null), protocol (1). Numbers not known yet are null. Paths (run_dir, a checkpoint's path,
+    here and in replies) are absolute.
   - the other commands are handed to the engine; the reply comes once the command took effect
     (the engine's `Reply`: checkpoint data {path, step}; evaluate data {return_mean, return_std,
     episodes, step}; stop once the run ended). If it did not take effect within `timeout`, the reply
@@ -323,7 +324,7 @@ class ControlServer:
             self._last_eval = {"step": event.step, "return_mean": event.return_mean,
                                "return_std": event.return_std, "episodes": event.episodes}
         elif isinstance(event, CheckpointSaved):
-            self._last_checkpoint = {"step": event.step, "path": event.path}
+            self._last_checkpoint = {"step": event.step, "path": os.path.abspath(event.path)}
 
     def _wake(self) -> None:
         sock = self._wake_w
@@ -565,6 +566,8 @@ class ControlServer:
                 reply = Reply(False, f"{entry.name}: {type(exc).__name__}: {exc}")
             if not isinstance(reply, Reply):
                 reply = Reply(False, f"{entry.name}: the engine replied {type(reply).__name__}, not a Reply")
+            elif isinstance(reply.data.get("path"), str):  # a client elsewhere cannot know this process's cwd
+                reply = Reply(reply.ok, reply.message, {**reply.data, "path": os.path.abspath(reply.data["path"])})
             self._send(entry.conn, reply_json(reply, entry.request_id))
 
     def _update_mask(self, conn: _Conn) -> None:
@@ -761,7 +764,9 @@ class ControlClient:
             line = encode_line({**payload, "id": request_id})
             with self._send_lock:
                 self._sock.sendall(line)
-        except OSError as exc:
+        except OSError as exc:  # closed by the run: the reader has its last word (a refusal?) and the end
+            if self._reader is not threading.current_thread():
+                self._reader.join(1.0)
             self._fail(f"{self.path}: cannot send ({(exc.strerror or str(exc)).lower()})")
         return future
 
