@@ -259,6 +259,7 @@ class ControlServer:
         self._in_flight: dict[int, _InFlight] = {}
         self._keys = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
+        self._accept_again_at: float | None = None
 
     # ---- engine side ------------------------------------------------------------------------
     def start(self) -> None:
@@ -332,7 +333,7 @@ class ControlServer:
             return
         try:
             sock.send(b"\0")
-        except (BlockingIOError, OSError):  # a wake-up is pending already, or the server is gone
+        except OSError:  # a wake-up is pending already (the buffer is full), or the server is gone
             pass
 
     def _command_done(self, key: int, future: concurrent.futures.Future[Reply]) -> None:
@@ -378,6 +379,10 @@ class ControlServer:
         """Everything that is not a socket event: replies of finished commands, timeouts, buffered
         requests, idle connections, and what each connection waits for next."""
         now = self.clock()
+        if self._accept_again_at is not None and now >= self._accept_again_at and self._listener is not None:
+            assert self._selector is not None
+            self._selector.register(self._listener, selectors.EVENT_READ, "listener")
+            self._accept_again_at = None
         self._deliver_done()
         for key, entry in list(self._in_flight.items()):
             if entry.deadline <= now:
@@ -408,7 +413,9 @@ class ControlServer:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # e.g. out of file descriptors: leave the client waiting in the backlog
+            except OSError:  # e.g. out of file descriptors: leave the clients in the backlog for a second
+                self._selector.unregister(self._listener)
+                self._accept_again_at = self.clock() + 1.0
                 return
             sock.setblocking(False)
             refusal = self._refusal(sock)
@@ -604,7 +611,7 @@ class ControlServer:
     def _final_flush(self) -> None:
         """The run ended: answer what is left, then try for a moment to hand the replies out."""
         if self._listener is not None:
-            if self._selector is not None:
+            if self._selector is not None and self._accept_again_at is None:
                 self._selector.unregister(self._listener)
             self._listener.close()
             self._listener = None

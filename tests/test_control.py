@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -507,3 +509,47 @@ def test_another_user_is_refused():
         for child in base.iterdir():
             child.unlink()
         base.rmdir()
+
+
+OUT_OF_FDS = """
+import os, resource, socket, subprocess, sys, time
+from pathlib import Path
+from control_fake import FakeEngine
+from rltui.control import ControlClient, ControlServer, socket_path
+
+run_dir = Path(sys.argv[1])
+server = ControlServer(FakeEngine(run_dir), run_dir)
+server.start()
+path = str(socket_path(run_dir))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 3, hard))
+clients = subprocess.Popen([sys.executable, "-c", f'''
+import resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))  # (the low limit is inherited)
+held = [socket.socket(socket.AF_UNIX) for _ in range(10)]
+for s in held:
+    s.connect({path!r})
+time.sleep(2)
+'''])
+time.sleep(1.0)
+cpu = time.process_time()
+time.sleep(1.0)
+print("paused", server._accept_again_at is not None, "cpu", time.process_time() - cpu)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+clients.wait()
+time.sleep(1.2)
+with ControlClient(path) as client:
+    print("answers", client.status()["pid"] == os.getpid())
+server.close()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc/self/fd")
+def test_running_out_of_file_descriptors_pauses_accepting_instead_of_spinning(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+    result = subprocess.run([sys.executable, "-c", OUT_OF_FDS, str(tmp_path)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    paused, answers = result.stdout.splitlines()
+    assert paused.startswith("paused True cpu ") and float(paused.split()[-1]) < 0.2, result.stdout
+    assert answers == "answers True"
