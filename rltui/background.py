@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 OUTPUT_LOG = "output.log"
-READY_TIMEOUT_S = 600.0  # building the engine (imports, environments, a resumed replay) takes this at most
 APP_EXIT_GRACE_S = 10.0  # after a hangup, how long the dashboard gets to close before the run goes on without it
 
 

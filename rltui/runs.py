@@ -99,7 +99,8 @@ def table(probes: list[Probe]) -> list[str]:
         s = p.status
         step = f"{_number(s.get('step'))}/{_number(s.get('total_steps'))}"
         run_dir = s["run_dir"] if isinstance(s.get("run_dir"), str) else str(p.socket.parent)
-        rows.append([shown(s.get("pid")), shown(s.get("state")), step, _number(s.get("steps_per_s")),
+        rate = _number(s.get("steps_per_s")) if s.get("state") == "running" else "-"  # (the last rate is old)
+        rows.append([shown(s.get("pid")), shown(s.get("state")), step, rate,
                      shown(s.get("algo")), shown(s.get("env_id")), shown(relative(run_dir), 1000)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     right = {2, 3}  # numbers

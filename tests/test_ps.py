@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from control_fake import start_fake, stop_fake
 
+from rltui.commands import Pause
 from rltui.control import socket_path
 
 pytestmark = pytest.mark.timeout(120)
@@ -65,3 +66,13 @@ def test_ps_without_runs_and_with_a_bad_directory(tmp_path):
     empty = rltui("ps", "empty", cwd=tmp_path)
     assert (empty.returncode, empty.stdout, empty.stderr) == (0, "no live runs under empty\n", "")
     assert rltui("ps", "empty", "--json", cwd=tmp_path).stdout == "[]\n"
+
+
+def test_a_paused_run_shows_no_rate(tmp_path):
+    engine, thread = start_fake(tmp_path / "saves" / "run")
+    try:
+        assert engine.submit(Pause()).result(5).ok
+        (row,) = rltui("ps", cwd=tmp_path).stdout.splitlines()[1:]
+        assert row.split()[1:4:2] == ["paused", "-"]
+    finally:
+        stop_fake(engine, thread)
