@@ -6,6 +6,7 @@
     rltui eval RUN_DIR|CHECKPOINT_DIR [--episodes N] [--stochastic] [--seed N] [--json]
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
+    rltui ps [DIR] [--json]
 
 Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
 Errors are one line on stderr, `error: <message>`, without a traceback.
@@ -131,12 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--saves", type=_path_arg, default=argparse.SUPPRESS, metavar="DIR",
                        help="where the run directory is created (default ./saves)")
     train.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
+    _add_detach_options(train)
     _add_ui_options(train)
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_set_option(resume)
     resume.add_argument("--headless", action="store_true", help="no dashboard: a progress line on stderr")
+    _add_detach_options(resume)
     _add_ui_options(resume)
 
     evaluate = commands.add_parser("eval", help="evaluate a saved agent")
@@ -154,7 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="follow a run's metrics.jsonl in the dashboard (read-only)")
     watch.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_ui_options(watch)
+
+    ps = commands.add_parser("ps", help="list the live runs (those whose control socket answers)")
+    ps.add_argument("dir", nargs="?", type=_path_arg, default=Path("saves"), metavar="DIR",
+                    help="where to look, recursively (default ./saves; a run directory works too)")
+    ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
     return parser
+
+
+def _add_detach_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach", action="store_true",
+                        help="run headless in the background (output to RUN_DIR/output.log) and return at once")
+    parser.add_argument("--detached-child", type=int, default=None, help=argparse.SUPPRESS)  # (the background side)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
-        "presets": _cmd_presets, "watch": _cmd_watch,
+        "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps,
     }
     try:
         return handlers[args.command](args)
@@ -231,6 +245,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.append(Override("--device", ("train", "device"), args.device))
     preset = load_preset(args.preset, overrides, check_device=True)
+    if args.detach:
+        return _detach(["train", *_forwarded_options(args), f"--saves={args.saves}", "--", args.preset])
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
     run_dir = create_run_dir(preset, args.saves)
@@ -252,6 +268,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if not (run_dir / PRESET_FILE).is_file():
         raise UsageError(f"{run_dir}: no {PRESET_FILE} (expected a run directory made by `rltui train`)")
     preset = load_preset(str(run_dir / PRESET_FILE), list(args.overrides or []))
+    if args.detach:
+        return _detach(["resume", *_forwarded_options(args), "--", str(run_dir)])
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
     engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
@@ -259,11 +277,55 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _run(engine: Engine, args: argparse.Namespace) -> int:
+    from rltui import background
+
+    if args.detached_child is not None:  # the background side of --detach: the engine is built
+        background.announce_ready(args.detached_child, engine.run_dir)
     if not args.headless:
         from rltui.app import run_dashboard
 
-        return int(run_dashboard(engine, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
-    return run_headless(engine)
+        return background.run_dashboard_through_hangup(
+            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)))
+    with background.OutputToLogOnHangup(engine.run_dir):
+        return run_headless(engine)
+
+
+def _forwarded_options(args: argparse.Namespace) -> list[str]:
+    """The options of `train`/`resume` that the background run of --detach is started with."""
+    options = [f"--set={override}" for override in args.overrides or []]
+    if getattr(args, "seed", None) is not None:
+        options.append(f"--seed={args.seed}")
+    if getattr(args, "device", None) is not None:
+        options.append(f"--device={args.device}")
+    return [*options, "--headless"]
+
+
+def _detach(argv: list[str]) -> int:
+    from rltui.background import start_detached
+
+    return start_detached(argv)
+
+
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from rltui.runs import probe_all, relative, shown, table
+    from rltui.watch import display_path
+
+    root: Path = args.dir
+    if not root.is_dir():
+        raise UsageError(f"{display_path(root)}: not a directory (expected a directory of runs, e.g. ./saves)")
+    probes = probe_all(root)
+    live = [p for p in probes if p.live]
+    if args.json:
+        print(json.dumps([p.status for p in live], allow_nan=False))
+    elif live:
+        print("\n".join(table(live)))
+    else:
+        print(f"no live runs under {display_path(root)}")
+    for p in probes:
+        if not p.live:
+            what = "stale (its run was killed; resuming the run replaces it)" if p.stale else shown(p.problem, 200)
+            print(f"note: {display_path(relative(str(p.socket)))}: {what}", file=sys.stderr)
+    return EXIT_OK
 
 
 MAX_EVAL_EPISODES = 100_000
