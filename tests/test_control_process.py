@@ -21,19 +21,10 @@ from test_background import LONG_RUN, Terminal, alive, rltui, wait_for, wait_gon
 
 from rltui.checkpoint import latest_checkpoint
 from rltui.control import MAX_LINE_BYTES, ControlClient, NotLiveError, socket_path
-from rltui.engine import shell as engine_shell
 from rltui.events import CheckpointSaved, EvalResult, Event, StateChanged
 from rltui.runlog import read_events
 
-
-def _engine_serves_control() -> bool:
-    return "ControlServer" in Path(engine_shell.__file__).read_text()
-
-
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not _engine_serves_control(), reason="the engine does not start a ControlServer yet"),
-]
+pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -46,6 +46,7 @@ import torch
 
 from rltui import checkpoint as ckpt
 from rltui.commands import Checkpoint, Command, Evaluate, Pause, Reply, Resume, SetEvalMode, Stop
+from rltui.control import ControlError, ControlServer
 from rltui.engine.loops import LOOPS, Counters, Loop, LoopContext
 from rltui.env_state import EnvStateError
 from rltui.envs import EnvSpec, ObsNormalizer, Policy, TrainingEnvs, eval_seeds, make_env
@@ -225,6 +226,7 @@ class Engine:
             env_stepped=self._env_stepped, record_update=self._record_update,
         ))
         self._log: RunLogWriter | None = None
+        self._control: ControlServer | None = None
         self._eval_env: gym.Env | None = None
         self._stream_env: gym.Env | None = None
         self._last_eval_step = -1
@@ -265,6 +267,10 @@ class Engine:
         Commands still waiting are answered that the run has ended."""
         if hasattr(self, "_commands"):  # (missing when building failed early)
             self._end_commands()
+        control = getattr(self, "_control", None)
+        if control is not None:
+            control.close()  # after the last replies: the answer to a stop still goes out
+            self._control = None
         for name in ("_envs", "_eval_env", "_stream_env"):  # (some are missing when building failed)
             env = getattr(self, name, None)
             if env is not None:
@@ -278,6 +284,7 @@ class Engine:
         if self._started:
             raise RuntimeError("Engine.run() can only be called once")
         self._started = True
+        self._open_control()
         try:
             self._log = RunLogWriter(self.run_dir / LOG_NAME)
             self._emit(RunStarted(
@@ -304,6 +311,16 @@ class Engine:
         finally:
             self._close_log()
             self.close()
+
+    def _open_control(self) -> None:
+        """Listen on the run's control socket (before the first event: its status is built from them);
+        a run goes on without one where the socket cannot be made."""
+        self._control = ControlServer(self, self.run_dir)
+        try:
+            self._control.start()
+        except ControlError as exc:
+            self._control = None
+            self._notes.append(f"no control socket: {exc}")
 
     def _finish(self, stopped: bool) -> None:
         self._emit(self._window.take(self.step, self.counters.skipped_updates))
