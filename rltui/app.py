@@ -25,8 +25,9 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from rltui.commands import Command, Reply, Stop
 from rltui.events import Event, RunState
 from rltui.history import MetricsHistory
+from rltui.runlog import LOG_NAME, MetricsFollower
 from rltui.screens.dashboard import DashboardScreen
-from rltui.watch import METRICS_FILE, MetricsFollower, WatchError, check_run_dir
+from rltui.watch import WatchError, check_run_dir
 
 QUIT_TIMEOUT_S = 30.0
 WATCH_POLL_MAX_S = 1.0  # the watched file is polled at least this often, whatever the refresh rate
@@ -179,7 +180,7 @@ class RlTuiApp(App[int]):
         )
         self.push_screen(screen)
         self.run_worker(
-            lambda: self._follow(MetricsFollower(run_dir / METRICS_FILE)),
+            lambda: self._follow(MetricsFollower(run_dir / LOG_NAME)),
             name="watch", group="watch", thread=True, exit_on_error=False,
         )
 

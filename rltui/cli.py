@@ -353,7 +353,7 @@ def _json_number(value: float) -> float | None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from rltui.watch import display_path
+    from rltui.runlog import display_path
 
     try:  # a path the OS refuses (too long, a symlink loop, no permission) is bad input, said plainly
         os.stat(args.path)
