@@ -273,10 +273,12 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
     engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
-    return _run(engine, args)
+    return _run(engine, args, history_from=run_dir)
 
 
-def _run(engine: Engine, args: argparse.Namespace) -> int:
+def _run(engine: Engine, args: argparse.Namespace, history_from: Path | None = None) -> int:
+    """Train with the dashboard (which first shows `history_from`'s earlier events, for a resume)
+    or headless."""
     from rltui import background
 
     if args.detached_child is not None:  # the background side of --detach: the engine is built
@@ -285,7 +287,8 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
         from rltui.app import run_dashboard
 
         return background.run_dashboard_through_hangup(
-            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)))
+            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse,
+                                                history_from=history_from)))
     with background.OutputToLogOnHangup(engine.run_dir):
         return run_headless(engine)
 

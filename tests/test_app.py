@@ -448,6 +448,29 @@ async def test_resumed_run_opens_on_its_whole_history(tmp_path):
     assert starts == [f"run started: {run_dir}", f"run resumed: {run_dir}"]
 
 
+def test_rltui_resume_opens_the_dashboard_on_the_run_history(tmp_path, monkeypatch):
+    from conftest import tiny_preset
+
+    from rltui import app as app_module
+    from rltui import cli
+    from rltui.engine import Engine
+    from rltui.rundir import create_run_dir
+
+    preset = tiny_preset("trpo", {"train": {"total_steps": 100}, "eval": {"interval": 0}})
+    first = Engine(preset, create_run_dir(preset, tmp_path))
+    first.run()
+    opened = []
+
+    def dashboard(engine, refresh_hz=4.0, mouse=True, history_from=None):
+        opened.append((engine.run_dir, history_from))
+        engine.close()  # never run: give the run directory back
+        return 0
+
+    monkeypatch.setattr(app_module, "run_dashboard", dashboard)
+    assert cli.main(["resume", str(first.run_dir), "--set", "train.total_steps=200"]) == 0
+    assert opened == [(first.run_dir, first.run_dir)]
+
+
 # ---- chart maths (no app) -----------------------------------------------------------------------
 import numpy as np  # noqa: E402
 
