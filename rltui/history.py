@@ -470,6 +470,11 @@ class MetricsHistory:
         with self._lock:
             return self._status.latest_version, dict(self._status.latest)
 
+    def log_count(self) -> int:
+        """How many log entries were ever added (the next entry's index)."""
+        with self._lock:
+            return self._log_count
+
     def log_since(self, index: int) -> list[LogEntry]:
         """Log entries with `entry.index >= index` that are still held."""
         with self._lock:
