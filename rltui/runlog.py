@@ -6,7 +6,8 @@ Format (UTF-8, one object per line, each line flushed as it is written; a resume
 
 Kinds and their fields (see `rltui.events`):
 
-    run_started  name, algo, env_id, device, total_steps, run_dir, resumed   (first line of each session)
+    run_started  name, algo, env_id, device, total_steps, run_dir, resumed   (first line of each session),
+                 agent_settings {key: value} (the [mpo]/[trpo] values in effect; absent in older logs)
     state        state ("starting" | "running" | "paused" | "evaluating" | "finished" | "failed"), message
     episode      episode_return (true environment return), episode_length
     update       updates (number of updates averaged), metrics {name: float}
