@@ -162,7 +162,11 @@ class RlTuiApp(App[int]):
     def _load_and_run(self, engine: EngineLike, history_from: Path | None) -> None:
         """On a thread: the run's earlier history (if any), then the run itself."""
         if history_from is not None:
-            self.history.load(Path(history_from) / LOG_NAME, cancelled=self._leaving.is_set)
+            try:
+                self.history.load(Path(history_from) / LOG_NAME, cancelled=self._leaving.is_set)
+            except Exception as error:  # noqa: BLE001 - the run matters more than its old charts
+                self.history.note("error", f"the run's earlier history could not be shown: "
+                                           f"{type(error).__name__}: {error}")
         engine.subscribe(self.history)
         engine.run()
 

@@ -448,6 +448,25 @@ async def test_resumed_run_opens_on_its_whole_history(tmp_path):
     assert starts == [f"run started: {run_dir}", f"run resumed: {run_dir}"]
 
 
+@pytest.mark.asyncio
+async def test_a_history_that_cannot_be_loaded_does_not_stop_the_run(tmp_path, monkeypatch):
+    from rltui.history import MetricsHistory
+
+    def broken(self, path, cancelled=None):
+        raise MemoryError("too much history")
+
+    monkeypatch.setattr(MetricsHistory, "load", broken)
+    engine = FakeEngine("mpo", outcome="finish")
+    app = RlTuiApp(engine=engine, history_from=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: app.history.status().state is RunState.FINISHED)
+        texts = [e.text for e in app.history.log_since(0)]
+        assert texts[0] == "the run's earlier history could not be shown: MemoryError: too much history"
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running)
+    assert app.run_exit_code() == 0
+
+
 def test_rltui_resume_opens_the_dashboard_on_the_run_history(tmp_path, monkeypatch):
     from conftest import tiny_preset
 

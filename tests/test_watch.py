@@ -98,6 +98,10 @@ async def test_watch_mode_follows_a_recorded_run_read_only(tmp_path):
             assert screen.check_action(action, ()) is None
         await pilot.press("p", "c", "e", "2", "s")  # control keys do nothing; view keys work
         assert screen.maximised == 2
+        await pilot.press("question_mark")
+        rows = dict((text, keys) for keys, text in app.screen.rows)
+        assert rows["save a checkpoint now (not in watch mode)"] == "c" and rows["this help"] == "?"
+        await pilot.press("escape")
         await pilot.press("q")
         await _wait_for(pilot, lambda: not app.is_running)
 
