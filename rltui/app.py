@@ -1,9 +1,20 @@
 """The Textual application: picker, live dashboard and watch mode.
 
-Training runs in a Textual thread worker calling `engine.run()`. The engine calls the
-MetricsHistory subscriber on its own thread; the dashboard pulls from it on a timer, so the
-training thread never waits for the UI. Entry points for the CLI: `run_dashboard`,
-`run_picker`, `run_watch`.
+Every view folds the run's typed events through one MetricsHistory, which the dashboard pulls
+from on a timer (the training thread never waits for the UI):
+
+- a live run: the history subscribes to the engine, whose `run()` goes on in a thread;
+- a resumed run (`history_from=RUN_DIR`): that thread first loads the run's metrics.jsonl into
+  the history, then subscribes and starts the engine. The engine writes its log only inside
+  `run()`, so the file read is exactly what came before, and the live events follow on without a
+  gap or a duplicate;
+- watch mode: a thread follows the run's metrics.jsonl (`MetricsFollower`).
+
+Screens ask, the app decides: the picker posts `PickerScreen.StartRequested`, the dashboard posts
+`DashboardScreen.QuitRequested` (`q`); the app answers by creating the run, or by stopping it
+with a final checkpoint before leaving. The dashboard drives its run through `submit()` only
+(a `RunControl`), so a run in another process can be plugged in the same way.
+Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`.
 """
 
 from __future__ import annotations
@@ -13,36 +24,42 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
-from rltui.commands import Command, Reply, Stop
+from rltui.commands import Stop
 from rltui.events import Event, RunState
 from rltui.history import MetricsHistory
-from rltui.screens.dashboard import DashboardScreen
-from rltui.watch import METRICS_FILE, MetricsFollower, WatchError, check_run_dir
+from rltui.runlog import LOG_NAME, MetricsFollower
+from rltui.screens.dashboard import DashboardScreen, RunControl
+from rltui.watch import WatchError, check_run_dir
+
+if TYPE_CHECKING:
+    from rltui.screens.picker import PickerScreen
 
 QUIT_TIMEOUT_S = 30.0
 WATCH_POLL_MAX_S = 1.0  # the watched file is polled at least this often, whatever the refresh rate
 
 
-class EngineLike(Protocol):
+class EngineLike(RunControl, Protocol):
     """The Engine API the app needs (rltui.engine.Engine, or a fake in tests)."""
 
-    state: RunState
-    algo: str
-    preset: Any
-    run_dir: Path
+    @property
+    def algo(self) -> str: ...
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def total_steps(self) -> int: ...
 
     def subscribe(self, callback: Callable[[Event], None]) -> None: ...
     def run(self) -> None: ...
-    def submit(self, command: Command) -> Future[Reply]: ...
 
 
 EngineFactory = Callable[[Any, Path], EngineLike]
@@ -53,17 +70,8 @@ def create_engine(preset: Any, saves_root: Path) -> EngineLike:
     from rltui.engine import Engine  # torch is imported only when a run starts
     from rltui.rundir import create_run_dir
 
-    return Engine(preset, create_run_dir(preset, saves_root))
-
-
-def _read_agent_settings(run_dir: Path) -> dict[str, Any]:
-    """The [mpo]/[trpo] table of a run's preset.toml (for reference lines), {} if unreadable."""
-    try:
-        from rltui.presets import load_preset
-
-        return dict(load_preset(str(run_dir / "preset.toml")).agent)
-    except Exception:  # watch mode works without it: charts just lose their reference lines
-        return {}
+    engine: EngineLike = Engine(preset, create_run_dir(preset, saves_root))
+    return engine
 
 
 class RlTuiApp(App[int]):
@@ -76,6 +84,7 @@ class RlTuiApp(App[int]):
         self,
         *,
         engine: EngineLike | None = None,
+        history_from: Path | None = None,
         watch_dir: Path | None = None,
         refresh_hz: float = 4.0,
         saves_root: Path = Path("saves"),
@@ -83,10 +92,13 @@ class RlTuiApp(App[int]):
         engine_factory: EngineFactory = create_engine,
         picker_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        """`engine`: open its dashboard (after loading `history_from`/metrics.jsonl, for a resumed
+        run); else `watch_dir`: follow that run read-only; else the preset picker."""
         super().__init__()
         if refresh_hz <= 0:
             raise ValueError(f"refresh_hz must be > 0, got {refresh_hz}")
         self.engine = engine
+        self.history_from = history_from
         self.watch_dir = watch_dir
         self.refresh_hz = refresh_hz
         self.saves_root = saves_root
@@ -94,69 +106,83 @@ class RlTuiApp(App[int]):
         self.engine_factory = engine_factory
         self.picker_kwargs = picker_kwargs or {}
         self.history = MetricsHistory()
+        self.dashboard: DashboardScreen | None = None
         self.engine_worker: Worker[None] | None = None
-        self._watch_stop = threading.Event()
+        self._leaving = threading.Event()  # the app is ending: background loops stop
 
     def on_mount(self) -> None:
         if self.engine is not None:
-            self.start_run(self.engine)
+            self.start_run(self.engine, history_from=self.history_from)
         elif self.watch_dir is not None:
             self.start_watch(self.watch_dir)
         else:
             from rltui.screens.picker import PickerScreen
 
-            self.push_screen(PickerScreen(on_start=self.launch, **self.picker_kwargs))
+            self.push_screen(PickerScreen(**self.picker_kwargs))
 
     # ---- live runs --------------------------------------------------------------------------
-    def launch(self, preset: Any) -> None:
-        """Create the run in a thread (building envs and networks takes a moment), then show it."""
-        self.run_worker(
-            partial(self.engine_factory, preset, self.saves_root),
-            name="create-run", group="create-run", thread=True, exit_on_error=False,
-        )
+    def on_picker_screen_start_requested(self, message: PickerScreen.StartRequested) -> None:
+        self._create_run(message.preset)
 
-    def start_run(self, engine: EngineLike) -> None:
+    @work(exclusive=True, group="create-run", exit_on_error=False)
+    async def _create_run(self, preset: Any) -> None:
+        """Create the run off the UI thread (building envs and networks takes a moment), then show it."""
+        try:
+            engine = await asyncio.to_thread(self.engine_factory, preset, self.saves_root)
+        except Exception as error:
+            from rltui.screens.picker import PickerScreen
+
+            if isinstance(self.screen, PickerScreen):
+                self.screen.show_error(f"could not create the run: {type(error).__name__}: {error}")
+            return
+        self.start_run(engine)
+
+    def start_run(self, engine: EngineLike, history_from: Path | None = None) -> None:
+        """Show `engine`'s dashboard and run it (`history_from`: a run dir whose log comes first)."""
         self.engine = engine
-        engine.subscribe(self.history)
         screen = DashboardScreen(
-            self.history,
-            engine=engine,
-            algo=engine.algo,
-            agent_settings=dict(getattr(engine.preset, "agent", {}) or {}),
-            refresh_hz=self.refresh_hz,
-            clock=self.clock,
-            on_quit=self.stop_and_exit,
+            self.history, control=engine, algo=engine.algo, refresh_hz=self.refresh_hz, clock=self.clock
         )
+        self.dashboard = screen
         if self.screen_stack and len(self.screen_stack) > 1:
             self.switch_screen(screen)
         else:
             self.push_screen(screen)
-        self.engine_worker = self._run_engine()
+        self.engine_worker = self._run_engine(engine, history_from)
 
-    def _run_engine(self) -> Worker[None]:
-        engine = self.engine
-        assert engine is not None
-        return self.run_worker(engine.run, name="engine", group="engine", thread=True, exit_on_error=False)
+    @work(group="engine", exit_on_error=False)
+    async def _run_engine(self, engine: EngineLike, history_from: Path | None) -> None:
+        try:
+            await asyncio.to_thread(self._load_and_run, engine, history_from)
+        except Exception as error:  # the engine's own failures are events; this is run() raising
+            self.history.record_failure(f"{type(error).__name__}: {error}")
+        if self.dashboard is not None:
+            self.dashboard.run_ended = True
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker is self.engine_worker and event.state is WorkerState.ERROR:
-            self.history.record_failure(f"{type(worker.error).__name__}: {worker.error}")
-        elif worker.name == "create-run" and event.state is WorkerState.SUCCESS:
-            assert worker.result is not None
-            self.start_run(worker.result)
-        elif worker.name == "create-run" and event.state is WorkerState.ERROR:
-            from rltui.screens.picker import PickerScreen
+    def _load_and_run(self, engine: EngineLike, history_from: Path | None) -> None:
+        """On a thread: the run's earlier history (if any), then the run itself."""
+        if history_from is not None:
+            try:
+                self.history.load(Path(history_from) / LOG_NAME, cancelled=self._leaving.is_set)
+            except Exception as error:  # noqa: BLE001 - the run matters more than its old charts
+                self.history.note("error", f"the run's earlier history could not be shown: "
+                                           f"{type(error).__name__}: {error}")
+        engine.subscribe(self.history)
+        engine.run()
 
-            if isinstance(self.screen, PickerScreen):
-                self.screen.show_error(f"could not create the run: {type(worker.error).__name__}: {worker.error}")
+    def on_dashboard_screen_quit_requested(self, message: DashboardScreen.QuitRequested) -> None:
+        """`q`: a live run stops with a final checkpoint, then the app leaves; a second `q`, or `q`
+        with nothing running, leaves at once."""
+        screen, engine = self.dashboard, self.engine
+        if engine is None or screen is None or screen.stopping or screen.current_state().is_final:
+            self.exit(self.run_exit_code())
+            return
+        screen.stopping = True
+        self.notify("stopping: writing a final checkpoint… (q again to leave now)", timeout=10)
+        engine.submit(Stop(final_checkpoint=True))
+        self._exit_when_stopped()
 
-    def stop_and_exit(self) -> None:
-        """Ask the engine to stop (final checkpoint), wait for its worker, then exit."""
-        assert self.engine is not None
-        self.engine.submit(Stop(final_checkpoint=True))
-        self.run_worker(self._exit_when_stopped(), group="quit")
-
+    @work(group="quit")
     async def _exit_when_stopped(self) -> None:
         worker = self.engine_worker
         if worker is not None:
@@ -171,54 +197,46 @@ class RlTuiApp(App[int]):
 
     # ---- watch mode -------------------------------------------------------------------------
     def start_watch(self, run_dir: Path) -> None:
-        screen = DashboardScreen(
-            self.history,
-            engine=None,
-            agent_settings=_read_agent_settings(run_dir),
-            refresh_hz=self.refresh_hz,
-        )
-        self.push_screen(screen)
-        self.run_worker(
-            lambda: self._follow(MetricsFollower(run_dir / METRICS_FILE)),
-            name="watch", group="watch", thread=True, exit_on_error=False,
-        )
+        self.dashboard = DashboardScreen(self.history, control=None, refresh_hz=self.refresh_hz)
+        self.push_screen(self.dashboard)
+        self._follow(run_dir / LOG_NAME)
 
-    def _follow(self, follower: MetricsFollower) -> None:
+    @work(thread=True, group="watch", exit_on_error=False)
+    def _follow(self, path: Path) -> None:
         """Poll the log until the app ends. Nothing read from the file may stop this loop."""
         worker = get_current_worker()
-        history = self.history
+        follower = MetricsFollower(path)
         interval = min(1.0 / self.refresh_hz, WATCH_POLL_MAX_S)
         last_failure = ""
         try:
-            while not worker.is_cancelled and not self._watch_stop.is_set():
+            while not worker.is_cancelled and not self._leaving.is_set():
                 try:
-                    update = follower.read()
-                    if update.reset:
-                        history.reset()
-                    for message in update.warnings:
-                        history.note("warning", message)
-                    history.extend(update.events)
-                    caught_up = follower.caught_up
+                    caught_up = self.history.follow(follower)
                 except Exception as exc:  # noqa: BLE001 - a bug must not freeze the view: say it, go on
                     failure = f"watch: {type(exc).__name__}: {exc}"
                     if failure != last_failure:
-                        history.note("error", failure + " (following goes on)")
+                        self.history.note("error", failure + " (following goes on)")
                     last_failure, caught_up = failure, True
                 if caught_up:
-                    self._watch_stop.wait(interval)
+                    self._leaving.wait(interval)
         finally:
             follower.close()
 
     def on_unmount(self) -> None:
         """However the app ends, the training thread must end too (the process waits for it)."""
-        self._watch_stop.set()
+        self._leaving.set()
         if self.engine is not None and not self.engine.state.is_final:
             self.engine.submit(Stop(final_checkpoint=True))
 
 
-def run_dashboard(engine: EngineLike, refresh_hz: float = 4.0, mouse: bool = True) -> int:
-    """Open the dashboard on `engine` (not started yet); returns 1 if the run failed, else 0."""
-    app = RlTuiApp(engine=engine, refresh_hz=refresh_hz)
+def run_dashboard(
+    engine: EngineLike, refresh_hz: float = 4.0, mouse: bool = True, history_from: Path | None = None
+) -> int:
+    """Open the dashboard on `engine` (not started yet); returns 1 if the run failed, else 0.
+
+    `history_from`: the run directory of a resumed run, whose whole history the charts show first.
+    """
+    app = RlTuiApp(engine=engine, history_from=history_from, refresh_hz=refresh_hz)
     app.run(mouse=mouse)
     return app.run_exit_code()
 

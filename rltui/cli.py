@@ -24,27 +24,17 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from rltui import __version__
 from rltui.commands import Stop
-from rltui.events import (
-    CheckpointSaved,
-    EpisodeFinished,
-    ErrorRaised,
-    EvalResult,
-    Event,
-    RunState,
-    StateChanged,
-    UpdateMetrics,
-    WarningRaised,
-)
+from rltui.events import Event, RunState
 
 if TYPE_CHECKING:
     from rltui.engine import Engine
+    from rltui.history import MetricsHistory
 
 DEFAULT_REFRESH_HZ = 4.0
 TTY_REDRAW_S = 0.25
@@ -273,10 +263,12 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
     engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
-    return _run(engine, args)
+    return _run(engine, args, history_from=run_dir)
 
 
-def _run(engine: Engine, args: argparse.Namespace) -> int:
+def _run(engine: Engine, args: argparse.Namespace, history_from: Path | None = None) -> int:
+    """Train with the dashboard (which first shows `history_from`'s earlier events, for a resume)
+    or headless."""
     from rltui import background
 
     if args.detached_child is not None:  # the background side of --detach: the engine is built
@@ -285,7 +277,8 @@ def _run(engine: Engine, args: argparse.Namespace) -> int:
         from rltui.app import run_dashboard
 
         return background.run_dashboard_through_hangup(
-            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)))
+            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse,
+                                                history_from=history_from)))
     with background.OutputToLogOnHangup(engine.run_dir):
         return run_headless(engine)
 
@@ -353,7 +346,7 @@ def _json_number(value: float) -> float | None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from rltui.watch import display_path
+    from rltui.runlog import display_path
 
     try:  # a path the OS refuses (too long, a symlink loop, no permission) is bad input, said plainly
         os.stat(args.path)
@@ -464,61 +457,59 @@ def _main_thread() -> bool:
 class HeadlessProgress:
     """Event subscriber that draws steps, steps/s, recent return and ETA on `stream`.
 
-    On a terminal the line is redrawn in place at most 4 times a second; otherwise (a log file, CI)
-    one plain line is printed for every 5 % of progress. Warnings and errors get their own lines.
+    The events are folded through a MetricsHistory, like every other view's, and the line and the
+    final summary are read from it. On a terminal the line is redrawn in place at most 4 times a
+    second; otherwise (a log file, CI) one plain line is printed for every 5 % of progress.
+    Warnings get their own lines as they come, an error its own line in the summary.
     """
 
-    def __init__(self, total_steps: int, start_step: int, stream: TextIO) -> None:
+    RECENT_RETURNS = 10
+
+    def __init__(
+        self, total_steps: int, start_step: int, stream: TextIO, history: MetricsHistory | None = None
+    ) -> None:
+        """`total_steps`, `start_step`: what the engine says before its RunStarted (which then rules)."""
         self.total_steps = total_steps
         self.start_step = start_step
         self.stream = stream
+        from rltui.history import TRAIN_RETURN, MetricsHistory  # numpy: not for every `rltui` command
+
+        self.history = history if history is not None else MetricsHistory(capacity=16)  # no charts drawn
+        self._returns = TRAIN_RETURN
         self.tty = stream.isatty()
-        self.step = start_step
-        self.steps_per_s = 0.0
-        self.returns: deque[float] = deque(maxlen=10)
-        self.last_eval: EvalResult | None = None
-        self.last_checkpoint: str | None = None
-        self.error: str | None = None
-        self.final_message = ""
         self.started = time.monotonic()
         self._last_draw = 0.0
         self._next_plain = start_step
+        self._log_next = 0  # the next event-log entry of the history to look at (for warnings)
         self._line_open = False
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        self.step = max(self.step, event.step)
-        if isinstance(event, EpisodeFinished):
-            self.returns.append(event.episode_return)
-        elif isinstance(event, UpdateMetrics):
-            rate = event.metrics.get("perf/steps_per_s")
-            if rate is not None and rate > 0:
-                self.steps_per_s = rate if self.steps_per_s == 0 else 0.7 * self.steps_per_s + 0.3 * rate
-        elif isinstance(event, EvalResult):
-            self.last_eval = event
-        elif isinstance(event, CheckpointSaved):
-            self.last_checkpoint = event.path
-        elif isinstance(event, WarningRaised):
-            self.note(f"warning: {event.message}")
-        elif isinstance(event, ErrorRaised):
-            self.error = event.message
-        elif isinstance(event, StateChanged) and event.state.is_final:
-            self.final_message = event.message
-        self._draw()
+        self.history(event)
+        if self.history.log_count() > self._log_next:
+            for entry in self.history.log_since(self._log_next):
+                self._log_next = entry.index + 1
+                if entry.level == "warning":
+                    self.note(f"warning: {entry.text}")
+        self._draw(event.step)
 
     def line(self) -> str:
-        total = max(self.total_steps, 1)
-        parts = [f"step {self.step:,}/{self.total_steps:,} ({100 * min(self.step / total, 1):.0f}%)",
-                 f"{self.steps_per_s:,.0f} steps/s"]
-        if self.returns:
-            parts.append(f"return {sum(self.returns) / len(self.returns):.1f} (last {len(self.returns)})")
-        if self.last_eval is not None:
-            parts.append(f"eval {self.last_eval.return_mean:.1f}")
-        if self.steps_per_s > 0 and self.step < self.total_steps:
-            parts.append(f"ETA {_duration((self.total_steps - self.step) / self.steps_per_s)}")
+        status = self.history.status()
+        total_steps = status.total_steps or self.total_steps
+        step = max(status.step, self.start_step)
+        rate = status.steps_per_s if status.steps_per_s is not None and status.steps_per_s > 0 else 0.0
+        parts = [f"step {step:,}/{total_steps:,} ({100 * min(step / max(total_steps, 1), 1):.0f}%)",
+                 f"{rate:,.0f} steps/s"]
+        returns = self.history.recent(self._returns, self.RECENT_RETURNS)
+        if returns:
+            parts.append(f"return {sum(returns) / len(returns):.1f} (last {len(returns)})")
+        if status.last_eval is not None:
+            parts.append(f"eval {status.last_eval.return_mean:.1f}")
+        if rate > 0 and step < total_steps:
+            parts.append(f"ETA {_duration((total_steps - step) / rate)}")
         return " | ".join(parts)
 
-    def _draw(self) -> None:
+    def _draw(self, step: int) -> None:
         with self._lock:
             now = time.monotonic()
             if self.tty:
@@ -529,10 +520,11 @@ class HeadlessProgress:
                 self.stream.write("\r" + self.line()[:width].ljust(width))
                 self._line_open = True
             else:
-                if self.step < self._next_plain:
+                if step < self._next_plain:
                     return
-                span = max(1, int(self.total_steps * PLAIN_LINE_FRACTION))
-                self._next_plain = (self.step // span + 1) * span
+                total_steps = self.history.status().total_steps or self.total_steps
+                span = max(1, int(total_steps * PLAIN_LINE_FRACTION))
+                self._next_plain = (step // span + 1) * span
                 self.stream.write(self.line() + "\n")
             self.stream.flush()
 
@@ -547,23 +539,31 @@ class HeadlessProgress:
     def finish(self, engine: Engine) -> None:
         """The final summary (the progress line ends first)."""
         elapsed = time.monotonic() - self.started
-        done = engine.step - self.start_step
-        if self.error:
-            self.note(f"error: {self.error}")
-        verdict = {RunState.FINISHED: "finished", RunState.FAILED: "FAILED"}.get(engine.state, engine.state.value)
-        lines = [f"{verdict}: {engine.preset.name} ({engine.algo}, {engine.preset.env.id}) at step {engine.step:,}"
-                 f" after {_duration(elapsed)} ({done / max(elapsed, 1e-9):,.0f} steps/s this session)"]
-        if self.final_message and engine.state != RunState.FAILED:
-            lines[0] += f"; {self.final_message}"
-        if self.returns:
-            recent = sum(self.returns) / len(self.returns)
-            lines.append(f"  recent return {recent:.1f} (last {len(self.returns)} episodes)")
-        if self.last_eval is not None:
-            e = self.last_eval
+        status = self.history.status()
+        state = status.state if status.state.is_final else engine.state  # no final event: run() raised
+        step = max(status.step, self.start_step, getattr(engine, "step", 0))  # an engine without events too
+        if status.info is not None:
+            name, algo, env_id = status.info.name, status.info.algo, status.info.env_id
+        else:  # the run ended before its first event
+            preset = getattr(engine, "preset", None)
+            name = preset.name if preset is not None else Path(engine.run_dir).name
+            algo, env_id = engine.algo, preset.env.id if preset is not None else "?"
+        if status.error:
+            self.note(f"error: {status.error}")
+        verdict = {RunState.FINISHED: "finished", RunState.FAILED: "FAILED"}.get(state, state.value)
+        lines = [f"{verdict}: {name} ({algo}, {env_id}) at step {step:,} after {_duration(elapsed)} "
+                 f"({(step - self.start_step) / max(elapsed, 1e-9):,.0f} steps/s this session)"]
+        if status.message and state is RunState.FINISHED:
+            lines[0] += f"; {status.message}"
+        returns = self.history.recent(self._returns, self.RECENT_RETURNS)
+        if returns:
+            lines.append(f"  recent return {sum(returns) / len(returns):.1f} (last {len(returns)} episodes)")
+        if status.last_eval is not None:
+            e = status.last_eval
             lines.append(f"  evaluation at step {e.step:,}: {e.return_mean:.1f} ± {e.return_std:.1f} "
                          f"({e.episodes} episodes)")
-        if self.last_checkpoint:
-            lines.append(f"  checkpoint {self.last_checkpoint}")
+        if status.last_checkpoint:
+            lines.append(f"  checkpoint {status.last_checkpoint}")
         lines.append(f"  run dir {engine.run_dir} (resume: rltui resume {engine.run_dir})")
         self.note("\n".join(lines))
 

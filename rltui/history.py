@@ -1,20 +1,31 @@
-"""Thread-safe, bounded store of a run's metrics, fed by engine events and read by the UI.
+"""Thread-safe, bounded store of a run's metrics, fed by engine events and read by the views.
 
-`MetricsHistory` is an event subscriber: the engine calls it on its own thread for every event.
-It only appends under a lock and returns; the UI pulls copies on its timer. Each series keeps at
-most `capacity` buckets: when full, neighbouring buckets are merged pairwise (mean of x and y,
-min of the minima, max of the maxima) and the number of raw points per bucket doubles, so a
-10-million-step run holds as much memory as a 10-thousand-step one while the chart still shows
-the full range of values. This module does not import Textual.
+`MetricsHistory` is the one place where events become what a view shows: the live dashboard,
+`rltui watch`, the dashboard of a resumed run and the headless progress line all fold the same
+typed events through it, whether they come from a live engine (it is an event subscriber, called
+on the engine's thread) or from a run's metrics.jsonl (`follow`, `load`). It only appends under a
+lock and returns; the views pull copies. Each series keeps at most `capacity` buckets: when full,
+neighbouring buckets are merged pairwise (mean of x and y, min of the minima, max of the maxima)
+and the number of raw points per bucket doubles, so a 10-million-step run holds as much memory as
+a 10-thousand-step one while the chart still shows the full range of values. The last
+`RECENT_POINTS` raw values of each series are kept as they are.
+
+A resumed session starts with a `RunStarted` at its checkpoint's step; whatever the log holds
+beyond that step (a killed session's steps after its last checkpoint) is dropped from the series,
+so the charts show the one history the run actually has. This module does not import Textual.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import unicodedata
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -27,10 +38,12 @@ from rltui.events import (
     Event,
     RunStarted,
     RunState,
+    SettingValue,
     StateChanged,
     UpdateMetrics,
     WarningRaised,
 )
+from rltui.runlog import MetricsFollower
 
 TRAIN_RETURN = "train/episode_return"
 EVAL_RETURN = "eval/return_mean"
@@ -39,6 +52,7 @@ UPDATES_PER_S = "perf/updates_per_s"
 MAX_SERIES = 512  # distinct metric names kept (a real run has a few dozen); more are dropped with one warning
 LOG_TEXT_LIMIT = 1000  # characters of one log line
 NAME_LIMIT = 200  # characters of a run's name, env id, device, run dir, metric name
+RECENT_POINTS = 32  # raw values of each series kept as they are (e.g. the last 10 returns)
 
 
 def clean_text(text: str, limit: int = LOG_TEXT_LIMIT) -> str:
@@ -84,10 +98,12 @@ class DownsampledSeries:
         self._pending: list[float] = [0.0, 0.0, math.inf, -math.inf, 0]  # sum x, sum y, min, max, count
         self.version = 0
         self.last = math.nan
+        self.recent: deque[tuple[float, float]] = deque(maxlen=RECENT_POINTS)
 
     def add(self, x: float, y: float) -> None:
         if not math.isfinite(y):
             return
+        self.recent.append((x, y))
         p = self._pending
         p[0] += x
         p[1] += y
@@ -113,6 +129,29 @@ class DownsampledSeries:
         self._hi[:half] = np.maximum(self._hi[0::2], self._hi[1::2])
         self._n = half
         self.stride *= 2
+
+    def truncate(self, x_max: float) -> None:
+        """Drop the points after `x_max` (a resume went back to an earlier step).
+
+        Buckets are dropped whole by their mean x, so a merged bucket straddling `x_max` goes or
+        stays with most of its points; the raw `recent` values are cut exactly.
+        """
+        p = self._pending
+        kept = int(np.searchsorted(self._x[: self._n], x_max, side="right"))
+        drop_pending = bool(p[4]) and p[0] / p[4] > x_max
+        if kept == self._n and not drop_pending:
+            return
+        if drop_pending or kept < self._n:
+            self._pending = [0.0, 0.0, math.inf, -math.inf, 0]
+        self._n = kept
+        self.recent = deque(((x, y) for x, y in self.recent if x <= x_max), maxlen=RECENT_POINTS)
+        if self.recent:
+            self.last = self.recent[-1][1]
+        elif self._pending[4]:
+            self.last = self._pending[1] / self._pending[4]
+        else:
+            self.last = float(self._y[kept - 1]) if kept else math.nan
+        self.version += 1
 
     def snapshot(self) -> SeriesSnapshot:
         n = self._n
@@ -141,11 +180,15 @@ class LogEntry:
 
 @dataclass(frozen=True)
 class RunInfo:
+    """Who the run is, from its latest RunStarted (`agent_settings`: the [mpo]/[trpo] values in effect)."""
+
     name: str
     algo: str
     env_id: str
     device: str
     run_dir: str
+    agent_settings: Mapping[str, SettingValue] = field(default_factory=lambda: MappingProxyType({}))
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +206,17 @@ class StatusSnapshot:
     last_time: float | None
     last_checkpoint: str | None
     version: int
+    session_start_time: float | None = None  # the latest RunStarted's time
+    earlier_sessions_s: float = 0.0  # how long the sessions before it ran (first to last event of each)
+    last_eval: EvalResult | None = None
+    error: str | None = None  # the latest ErrorRaised message
+
+    def elapsed(self, now: float | None = None) -> float | None:
+        """Seconds the run has been running, over all its sessions, up to `now` or its last event."""
+        end = self.last_time if now is None else now
+        if self.session_start_time is None or end is None:
+            return None
+        return self.earlier_sessions_s + max(end - self.session_start_time, 0.0)
 
 
 @dataclass
@@ -180,6 +234,10 @@ class _Status:
     version: int = 0
     latest: dict[str, float] = field(default_factory=dict)
     latest_version: int = 0
+    session_start_time: float | None = None
+    earlier_sessions_s: float = 0.0
+    last_eval: EvalResult | None = None
+    error: str | None = None
 
 
 class MetricsHistory:
@@ -208,8 +266,11 @@ class MetricsHistory:
     def note(self, level: str, text: str) -> None:
         """Add a line to the event log (at the latest step) without touching the run's status."""
         with self._lock:
-            st = self._status
-            self._log_add(st.step, st.last_time or 0.0, level, text)
+            self._note(level, text)
+
+    def _note(self, level: str, text: str) -> None:
+        st = self._status
+        self._log_add(st.step, st.last_time or 0.0, level, text)
 
     def reset(self) -> None:
         """Forget the run (series, status, latest values) but keep the event log, before a reload.
@@ -217,12 +278,43 @@ class MetricsHistory:
         Every version number moves on (none is reused), so a view that compares versions redraws.
         """
         with self._lock:
-            for name, series in self._series.items():
-                self._version_base[name] = series.version + 1
-            self._series.clear()
-            self._series_full = False
-            old = self._status
-            self._status = _Status(version=old.version + 1, latest_version=old.latest_version + 1)
+            self._reset()
+
+    def _reset(self) -> None:
+        for name, series in self._series.items():
+            self._version_base[name] = series.version + 1
+        self._series.clear()
+        self._series_full = False
+        old = self._status
+        self._status = _Status(version=old.version + 1, latest_version=old.latest_version + 1)
+
+    def follow(self, follower: MetricsFollower) -> bool:
+        """Fold in what `follower` finds next in a run's log: if the file started over, forget what
+        it said before; its warnings go to the event log. Returns whether the end was reached."""
+        update = follower.read()
+        with self._lock:
+            if update.reset:
+                self._reset()
+            for message in update.warnings:
+                self._note("warning", message)
+            for event in update.events:
+                self._apply(event)
+        return follower.caught_up
+
+    def load(self, path: Path, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Fold in the whole of a run's log as it is now (e.g. before the run is resumed).
+
+        Stops early when `cancelled()` turns true, or when reading no longer moves on (the file
+        cannot be read: the warning says why).
+        """
+        follower = MetricsFollower(path)
+        try:
+            while not cancelled():
+                before = follower.offset
+                if self.follow(follower) or follower.offset == before:
+                    return
+        finally:
+            follower.close()
 
     def record_failure(self, message: str) -> None:
         """Mark the run FAILED from outside the event stream (e.g. engine.run() raised)."""
@@ -235,13 +327,18 @@ class MetricsHistory:
 
     def _apply(self, event: Event) -> None:
         st = self._status
+        if isinstance(event, RunStarted):
+            self._start_session(event)
         st.step = max(st.step, event.step)
         if math.isfinite(event.time):
             st.last_time = event.time if st.last_time is None else max(st.last_time, event.time)
         st.version += 1
         if isinstance(event, RunStarted):
-            st.info = RunInfo(*(clean_text(v, NAME_LIMIT)
-                                for v in (event.name, event.algo, event.env_id, event.device, event.run_dir)))
+            name, algo, env_id, device, run_dir = (
+                clean_text(v, NAME_LIMIT) for v in (event.name, event.algo, event.env_id, event.device, event.run_dir)
+            )
+            st.info = RunInfo(name, algo, env_id, device, run_dir,
+                              MappingProxyType(dict(event.agent_settings)), event.resumed)
             st.total_steps = event.total_steps
             if st.start_time is None and math.isfinite(event.time):
                 st.start_time = event.time
@@ -262,6 +359,7 @@ class MetricsHistory:
             for name, value in event.metrics.items():
                 self._add(name, event.step, value)
         elif isinstance(event, EvalResult):
+            st.last_eval = event
             self._add(EVAL_RETURN, event.step, event.return_mean)
             self._add("eval/return_std", event.step, event.return_std)
             self._add("eval/length_mean", event.step, event.length_mean)
@@ -276,8 +374,22 @@ class MetricsHistory:
         elif isinstance(event, WarningRaised):
             self._log_add(event.step, event.time, "warning", event.message)
         elif isinstance(event, ErrorRaised):
-            st.message = event.message
+            st.message = st.error = event.message
             self._log_add(event.step, event.time, "error", event.message)
+
+    def _start_session(self, event: RunStarted) -> None:
+        """A (resumed) session begins: close the previous one's time, go back to the event's step."""
+        st = self._status
+        if st.session_start_time is not None and st.last_time is not None:
+            st.earlier_sessions_s += max(st.last_time - st.session_start_time, 0.0)
+        st.session_start_time = event.time if math.isfinite(event.time) else None
+        if event.step < st.step:  # the steps after the checkpoint it resumes from never happened
+            for series in self._series.values():
+                series.truncate(float(event.step))
+            self._log_add(event.step, event.time, "info",
+                          f"steps {event.step:,}-{st.step:,} of the previous session were not checkpointed: "
+                          "dropped from the charts")
+            st.step = event.step
 
     def _add(self, name: str, step: int, value: Any) -> None:
         try:
@@ -325,6 +437,10 @@ class MetricsHistory:
                 last_time=st.last_time,
                 last_checkpoint=st.last_checkpoint,
                 version=st.version,
+                session_start_time=st.session_start_time,
+                earlier_sessions_s=st.earlier_sessions_s,
+                last_eval=st.last_eval,
+                error=st.error,
             )
 
     def series_version(self, name: str) -> int:
@@ -337,6 +453,14 @@ class MetricsHistory:
             series = self._series.get(name)
             return series.snapshot() if series is not None else None
 
+    def recent(self, name: str, n: int = RECENT_POINTS) -> list[float]:
+        """The last `n` (at most RECENT_POINTS) raw values of a series, oldest first."""
+        with self._lock:
+            series = self._series.get(name)
+            if series is None or n <= 0:
+                return []
+            return [y for _, y in list(series.recent)[-n:]]
+
     def series_names(self) -> list[str]:
         with self._lock:
             return sorted(self._series)
@@ -346,7 +470,13 @@ class MetricsHistory:
         with self._lock:
             return self._status.latest_version, dict(self._status.latest)
 
+    def log_count(self) -> int:
+        """How many log entries were ever added (the next entry's index)."""
+        with self._lock:
+            return self._log_count
+
     def log_since(self, index: int) -> list[LogEntry]:
         """Log entries with `entry.index >= index` that are still held."""
         with self._lock:
-            return [entry for entry in self._log if entry.index >= index]
+            first = self._log_count - len(self._log)  # the index of the oldest entry held
+            return list(itertools.islice(self._log, max(index - first, 0), None))

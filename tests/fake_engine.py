@@ -1,21 +1,25 @@
 """A deterministic stand-in for rltui.engine.Engine, for UI tests.
 
-`run()` emits a scripted run (fixed times, smooth curves), then either finishes, fails, or
-holds until a Stop. Every submitted command is recorded in `commands`; pause/resume/eval mode
-change the state at once and emit StateChanged, as the real engine does between iterations.
+`run()` emits a scripted run (fixed times, smooth curves), then either finishes, fails, raises,
+or holds, applying submitted commands on its own thread until a `Stop`. Like the real engine,
+`submit(command)` never blocks and returns a Future that resolves once the command took effect
+(Pause/Resume/SetEvalMode applied and their StateChanged emitted, Checkpoint written with
+`data={"path", "step"}`, Evaluate done, Stop when the run ended); commands submitted after the
+run ended get `Reply(ok=False, "the run has ended")`. Every submitted command is recorded in
+`commands`. `FakeControl` is a bare RunControl (`state` and `submit()`, nothing else).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from types import SimpleNamespace
 
-from rltui.commands import Command, Pause, Reply, Resume, SetEvalMode, Stop
+from rltui.commands import Checkpoint, Command, Evaluate, Pause, Reply, Resume, SetEvalMode, Stop
 from rltui.events import (
     CheckpointSaved,
     EpisodeFinished,
@@ -34,6 +38,7 @@ AGENT_SETTINGS = {
     "mpo": {"kl_epsilon": 0.1, "mstep_kl_epsilon": 0.01, "num_samples": 20},
     "trpo": {"target_kl": 0.01, "cg_iters": 10},
 }
+ENDED = "the run has ended"
 
 
 def _metrics(algo: str, step: int) -> dict[str, float]:
@@ -68,7 +73,8 @@ def scripted_events(algo: str = "mpo", steps: int = 6000, total_steps: int = 10_
 
     events: list[Event] = [
         RunStarted(0, name=f"{algo}-pendulum-test", algo=algo, env_id="Pendulum-v1", device="cpu",
-                   total_steps=total_steps, run_dir=f"saves/{algo}-pendulum-test", time=T0),
+                   total_steps=total_steps, run_dir=f"saves/{algo}-pendulum-test",
+                   agent_settings=AGENT_SETTINGS[algo], time=T0),
         StateChanged(0, state=RunState.RUNNING, time=T0),
     ]
     for step in range(100, steps + 1, 100):
@@ -96,6 +102,12 @@ def write_metrics_jsonl(path: Path, events: list[Event], partial_tail: bool = Fa
             f.write('{"event": "update", "step": 99')
 
 
+def _resolved(reply: Reply) -> Future[Reply]:
+    future: Future[Reply] = Future()
+    future.set_result(reply)
+    return future
+
+
 class FakeEngine:
     def __init__(
         self,
@@ -103,7 +115,7 @@ class FakeEngine:
         *,
         steps: int = 6000,
         total_steps: int = 10_000,
-        outcome: str = "hold",  # "hold" until stop(), "finish", "fail" (events), "raise"
+        outcome: str = "hold",  # "hold" (apply commands until Stop), "finish", "fail" (events), "raise"
         stop_delay_s: float = 0.0,
     ) -> None:
         self.algo = algo
@@ -111,18 +123,30 @@ class FakeEngine:
         self.step = 0
         self.state = RunState.STARTING
         self.run_dir = Path(f"saves/{algo}-pendulum-test")
-        self.preset = SimpleNamespace(name=f"{algo}-pendulum-test", algo=algo, agent=AGENT_SETTINGS[algo])
         self.commands: list[Command] = []
         self.emitted = threading.Event()  # set when the scripted events are all out
         self._script = scripted_events(algo, steps, total_steps)
         self._outcome = outcome
         self._stop_delay_s = stop_delay_s
         self._subscribers: list[Callable[[Event], None]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[Command, Future[Reply]]] = queue.Queue()
+        self._lock = threading.Lock()  # orders submit() against the end of the run
+        self._ended = False
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
+
+    def submit(self, command: Command) -> Future[Reply]:
+        with self._lock:
+            self.commands.append(command)
+            if self._ended:
+                return _resolved(Reply(False, ENDED))
+            future: Future[Reply] = Future()
+            self._queue.put((command, future))
+            return future
+
+    def _time(self) -> float:
+        return T0 + self.step / 500.0
 
     def _emit(self, event: Event) -> None:
         self.step = max(self.step, event.step)
@@ -130,22 +154,30 @@ class FakeEngine:
             callback(event)
 
     def _set_state(self, state: RunState, message: str = "") -> None:
-        with self._lock:
-            self.state = state
-            self._emit(StateChanged(self.step, state=state, message=message, time=T0 + self.step / 500.0))
+        self.state = state
+        self._emit(StateChanged(self.step, state=state, message=message, time=self._time()))
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            with self._lock:
+                self._ended = True
+            while not self._queue.empty():  # what came in too late is refused, as the engine does
+                command, future = self._queue.get_nowait()
+                future.set_result(Reply(True, "stopped") if isinstance(command, Stop) else Reply(False, ENDED))
+
+    def _run(self) -> None:
         for event in self._script:
             if isinstance(event, StateChanged):
                 self._set_state(event.state)
             else:
                 self._emit(event)
-        last_time = T0 + self.step / 500.0
         if self._outcome == "raise":
             self.emitted.set()
             raise RuntimeError("simulated crash in the training loop")
         if self._outcome == "fail":
-            self._emit(ErrorRaised(self.step, message="loss became NaN", traceback="...", time=last_time))
+            self._emit(ErrorRaised(self.step, message="loss became NaN", traceback="...", time=self._time()))
             self._set_state(RunState.FAILED, "loss became NaN")
             self.emitted.set()
             return
@@ -154,23 +186,55 @@ class FakeEngine:
             self.emitted.set()
             return
         self.emitted.set()
-        self._stop.wait()
-        if self._stop_delay_s:
-            threading.Event().wait(self._stop_delay_s)  # a long update still in flight
-        self._emit(CheckpointSaved(self.step, path=f"{self.run_dir}/checkpoints/step-{self.step}", time=last_time))
-        self._set_state(RunState.FINISHED, "stopped")
+        while True:
+            command, future = self._queue.get()
+            if isinstance(command, Stop):
+                if self._stop_delay_s:
+                    threading.Event().wait(self._stop_delay_s)  # a long update still in flight
+                if command.final_checkpoint:
+                    self._checkpoint()
+                self._set_state(RunState.FINISHED, "stopped")
+                future.set_result(Reply(True, "stopped"))
+                return
+            future.set_result(self._apply(command))
 
-    def submit(self, command: Command) -> Future[Reply]:
-        """Record the command; pause/resume/eval mode change the state at once, stop ends run()."""
-        self.commands.append(command)
+    def _checkpoint(self) -> Reply:
+        path = f"{self.run_dir}/checkpoints/step-{self.step}"
+        self._emit(CheckpointSaved(self.step, path=path, time=self._time()))
+        return Reply(True, f"checkpoint {path}", {"path": path, "step": self.step})
+
+    def _apply(self, command: Command) -> Reply:
         if isinstance(command, Pause):
             self._set_state(RunState.PAUSED)
         elif isinstance(command, Resume):
             self._set_state(RunState.RUNNING)
         elif isinstance(command, SetEvalMode):
             self._set_state(RunState.EVALUATING if command.on else RunState.RUNNING)
-        elif isinstance(command, Stop):
-            self._stop.set()
+        elif isinstance(command, Checkpoint):
+            return self._checkpoint()
+        elif isinstance(command, Evaluate):
+            episodes = command.episodes or 5
+            self._emit(EvalResult(self.step, return_mean=-150.0, return_std=5.0, length_mean=200.0,
+                                  episodes=episodes, time=self._time()))
+            return Reply(True, "evaluated", {"return_mean": -150.0, "return_std": 5.0, "episodes": episodes,
+                                             "step": self.step})
+        return Reply(True, command.name)
+
+
+class FakeControl:
+    """The least a dashboard can drive: a state and `submit()`; replies come when `answer()` says."""
+
+    def __init__(self, state: RunState = RunState.RUNNING) -> None:
+        self.state = state
+        self.submitted: list[tuple[Command, Future[Reply]]] = []
+
+    def submit(self, command: Command) -> Future[Reply]:
         future: Future[Reply] = Future()
-        future.set_result(Reply(True, command.name))
+        self.submitted.append((command, future))
         return future
+
+    def answer(self, reply: Reply, state: RunState | None = None) -> None:
+        """Resolve the oldest unanswered command (from any thread), after moving to `state`."""
+        if state is not None:
+            self.state = state
+        next(f for _, f in self.submitted if not f.done()).set_result(reply)

@@ -54,20 +54,21 @@ async def test_control_keys_reach_the_engine():
         screen = await _ready(app, pilot, engine)
         assert _enabled(screen, "pause") is True and _enabled(screen, "resume") is False
         await pilot.press("p")
+        await _wait_for(pilot, lambda: screen.run_state is RunState.PAUSED)  # pulled as the reply came
         assert engine.state is RunState.PAUSED
-        screen.pull()
         assert _enabled(screen, "pause") is False and _enabled(screen, "resume") is True
         await pilot.pause()
-        assert "Resume" in screen_text(app).splitlines()[-1]
+        assert "Resume" in screen_text(app).splitlines()[-1]  # the footer followed by itself
         await pilot.press("space")
-        assert engine.state is RunState.RUNNING
+        await _wait_for(pilot, lambda: screen.run_state is RunState.RUNNING)
         await pilot.press("c")
+        await _wait_for(pilot, lambda: app.history.status().last_checkpoint.endswith("step-6000"))
         await pilot.press("e")
-        assert engine.state is RunState.EVALUATING
-        screen.pull()
+        assert screen.eval_mode  # at once, before the run answers
+        await _wait_for(pilot, lambda: screen.run_state is RunState.EVALUATING)
         assert _enabled(screen, "pause") is None  # no pausing while evaluating
         await pilot.press("e")
-        await pilot.pause()
+        await _wait_for(pilot, lambda: screen.run_state is RunState.RUNNING and not screen.eval_mode)
         assert engine.commands == [Pause(), Resume(), Checkpoint(), SetEvalMode(True), SetEvalMode(False)]
 
 
@@ -181,6 +182,85 @@ async def test_charts_redraw_only_when_their_data_changes():
         screen.pull()
         assert chart._data_token == token + 1
         assert screen.query_one("#chart-1", LineChart)._data_token  # untouched charts keep theirs
+
+
+@pytest.mark.asyncio
+async def test_help_lists_every_binding_of_the_dashboard():
+    from textual.binding import Binding
+
+    engine = FakeEngine("mpo")
+    app = RlTuiApp(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _ready(app, pilot, engine)
+        await pilot.press("question_mark")
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        text = screen_text(app)  # what the terminal shows
+        for binding in Binding.make_bindings(DashboardScreen.BINDINGS):
+            assert binding.tooltip and binding.tooltip in text, binding
+            row = next(line for line in text.splitlines() if binding.tooltip in line)
+            keys = row.split(binding.tooltip)[0].rsplit("│", 1)[-1].strip().split(", ")  # the box's key column
+            if len(keys) == 1 and "-" in keys[0]:  # "1-4"
+                first, last = keys[0].split("-")
+                keys = [str(n) for n in range(int(first), int(last) + 1)]
+            assert app.get_key_display(binding) in keys, (binding, row)
+        assert "not in watch mode" not in text
+        await pilot.press("escape")
+        assert app.screen is screen
+
+
+@pytest.mark.asyncio
+async def test_dashboard_drives_any_run_control_through_submit():
+    """A bare RunControl (a state and submit(), no engine): keys become commands, replies come later
+    from another thread, `q` is a message for the app to decide on."""
+    import threading
+
+    from fake_engine import FakeControl, scripted_events
+    from textual.app import App
+
+    from rltui.commands import Reply
+    from rltui.history import MetricsHistory
+
+    control = FakeControl(RunState.RUNNING)
+    history = MetricsHistory()
+    history.extend(scripted_events("trpo", steps=2000))
+    quits = []
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(DashboardScreen(history, control=control, refresh_hz=20.0))
+
+        def on_dashboard_screen_quit_requested(self, message: DashboardScreen.QuitRequested) -> None:
+            quits.append(message)
+
+    def answer_from_another_thread(reply, state=None):
+        thread = threading.Thread(target=control.answer, args=(reply, state))
+        thread.start()
+        thread.join()
+
+    app = Host()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert screen.charts()[1].spec.references[0].value == 0.01  # target_kl, from RunStarted
+        await pilot.press("p")
+        assert [type(c) for c, _ in control.submitted] == [Pause]
+        assert screen.check_action("pause", ()) is True  # nothing changes before the run says so
+        answer_from_another_thread(Reply(True, "paused"), RunState.PAUSED)
+        await _wait_for(pilot, lambda: screen.check_action("resume", ()) is True)
+        await pilot.pause()
+        assert "Resume" in screen_text(app).splitlines()[-1]
+        await pilot.press("c")
+        answer_from_another_thread(Reply(False, "disk full"))
+        await _wait_for(pilot, lambda: any("checkpoint: disk full" in str(n.message) for n in app._notifications))
+        await pilot.press("e")
+        assert screen.eval_mode and control.submitted[-1][0] == SetEvalMode(True)
+        answer_from_another_thread(Reply(False, "the run has ended"), RunState.FINISHED)
+        await _wait_for(pilot, lambda: not screen.eval_mode)  # refused: back to what the run does
+        assert screen.check_action("checkpoint", ()) is None
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: len(quits) == 1)
+        assert app.screen is screen and [c for c, _ in control.submitted] == [Pause(), Checkpoint(), SetEvalMode(True)]
 
 
 # ---- picker -------------------------------------------------------------------------------------
@@ -321,6 +401,93 @@ async def test_real_trpo_run_finishes_and_fills_the_charts(tmp_path):
         assert "FINISHED" in screen.query_one(StatusBar).render().plain
         await pilot.press("q")
         await _wait_for(pilot, lambda: not app.is_running)
+
+
+@pytest.mark.asyncio
+async def test_resumed_run_opens_on_its_whole_history(tmp_path):
+    """The dashboard of a resumed run first shows what the run's log holds, then the new session's
+    events follow on: the same history as reading the whole log afterwards, nothing twice or missing."""
+    from conftest import tiny_preset
+
+    from rltui.engine import Engine
+    from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory
+    from rltui.rundir import create_run_dir
+    from rltui.runlog import LOG_NAME
+
+    preset = tiny_preset("trpo", {"train": {"total_steps": 800}, "eval": {"interval": 400}})
+    first = Engine(preset, create_run_dir(preset, tmp_path))
+    first.run()
+    run_dir = first.run_dir
+    earlier = MetricsHistory()
+    earlier.load(run_dir / LOG_NAME)
+    assert earlier.status().step == 800 and len(earlier.series(TRAIN_RETURN)) > 0
+
+    resumed = Engine(tiny_preset("trpo", {"train": {"total_steps": 1200}, "eval": {"interval": 400}}),
+                     run_dir, resume=True)
+    app = RlTuiApp(engine=resumed, history_from=run_dir, refresh_hz=10.0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await _wait_for(pilot, lambda: app.history.status().step == 1200
+                        and app.history.status().state is RunState.FINISHED, timeout=40)
+        screen.pull()
+        await pilot.pause()
+        shown = screen.charts()[0].data[TRAIN_RETURN]
+        assert shown.x.min() < 800 < shown.x.max()  # the first session's episodes are on the chart
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running)
+    whole = MetricsHistory()
+    whole.load(run_dir / LOG_NAME)
+    assert app.history.series_names() == whole.series_names()
+    for name in (TRAIN_RETURN, EVAL_RETURN, *whole.series_names()):
+        live, replayed = app.history.series(name), whole.series(name)
+        np.testing.assert_array_equal(live.x, replayed.x, err_msg=name)
+        np.testing.assert_array_equal(live.y, replayed.y, err_msg=name)
+    assert app.history.status().episodes == whole.status().episodes
+    assert [e.text for e in app.history.log_since(0)] == [e.text for e in whole.log_since(0)]
+    starts = [e.text for e in whole.log_since(0) if e.text.startswith("run ")]
+    assert starts == [f"run started: {run_dir}", f"run resumed: {run_dir}"]
+
+
+@pytest.mark.asyncio
+async def test_a_history_that_cannot_be_loaded_does_not_stop_the_run(tmp_path, monkeypatch):
+    from rltui.history import MetricsHistory
+
+    def broken(self, path, cancelled=None):
+        raise MemoryError("too much history")
+
+    monkeypatch.setattr(MetricsHistory, "load", broken)
+    engine = FakeEngine("mpo", outcome="finish")
+    app = RlTuiApp(engine=engine, history_from=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _wait_for(pilot, lambda: app.history.status().state is RunState.FINISHED)
+        texts = [e.text for e in app.history.log_since(0)]
+        assert texts[0] == "the run's earlier history could not be shown: MemoryError: too much history"
+        await pilot.press("q")
+        await _wait_for(pilot, lambda: not app.is_running)
+    assert app.run_exit_code() == 0
+
+
+def test_rltui_resume_opens_the_dashboard_on_the_run_history(tmp_path, monkeypatch):
+    from conftest import tiny_preset
+
+    from rltui import app as app_module
+    from rltui import cli
+    from rltui.engine import Engine
+    from rltui.rundir import create_run_dir
+
+    preset = tiny_preset("trpo", {"train": {"total_steps": 100}, "eval": {"interval": 0}})
+    first = Engine(preset, create_run_dir(preset, tmp_path))
+    first.run()
+    opened = []
+
+    def dashboard(engine, refresh_hz=4.0, mouse=True, history_from=None):
+        opened.append((engine.run_dir, history_from))
+        engine.close()  # never run: give the run directory back
+        return 0
+
+    monkeypatch.setattr(app_module, "run_dashboard", dashboard)
+    assert cli.main(["resume", str(first.run_dir), "--set", "train.total_steps=200"]) == 0
+    assert opened == [(first.run_dir, first.run_dir)]
 
 
 # ---- chart maths (no app) -----------------------------------------------------------------------

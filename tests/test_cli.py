@@ -159,3 +159,41 @@ def test_progress_line_on_a_terminal_redraws_in_place():
     assert "step 100/1,000 (10%) | 50 steps/s | ETA 0:00:18" in stream.getvalue()
     progress.note("warning: something")
     assert stream.getvalue().endswith("\nwarning: something\n")
+
+
+def test_progress_line_and_summary_come_from_the_folded_events():
+    from types import SimpleNamespace
+
+    from fake_engine import scripted_events
+
+    from rltui.events import CheckpointSaved, RunState, StateChanged
+
+    events = [*scripted_events("mpo", steps=4200, total_steps=4200),
+              StateChanged(4200, state=RunState.FINISHED, message="finished 4200 steps")]
+    stream = io.StringIO()
+    progress = cli.HeadlessProgress(total_steps=1, start_step=0, stream=stream)  # RunStarted's total rules
+    for event in events:
+        progress(event)
+    returns = [e.episode_return for e in events if isinstance(e, EpisodeFinished)][-10:]
+    last_eval = [e for e in events if isinstance(e, EvalResult)][-1]
+    lines = stream.getvalue().splitlines()
+    plain = [line for line in lines if line.startswith("step ")]
+    assert len(plain) == 21  # one line per 5 % (210 steps), at the first event past each mark
+    assert plain[0] == "step 0/4,200 (0%) | 0 steps/s"
+    assert plain[-1] == f"step 4,200/4,200 (100%) | 500 steps/s | return {sum(returns) / 10:.1f} (last 10) | " \
+                        f"eval {last_eval.return_mean:.1f}"
+    half = next(line for line in plain if line.startswith("step 2,100/4,200 (50%) | 500 steps/s | return "))
+    assert half.endswith("| ETA 0:00:04")
+    assert lines[lines.index(plain[-1]) - 1] == "warning: skipped 1 update with non-finite loss"  # at step 4,100
+    engine = SimpleNamespace(state=RunState.FINISHED, algo="mpo", run_dir=Path("saves/x"))
+    progress.finish(engine)
+    summary = stream.getvalue().splitlines()[len(lines):]
+    assert summary[0].startswith("finished: mpo-pendulum-test (mpo, Pendulum-v1) at step 4,200 after 0:00:0")
+    assert summary[0].endswith("steps/s this session); finished 4200 steps")
+    checkpoint = next(e for e in events if isinstance(e, CheckpointSaved)).path
+    assert summary[1:] == [
+        f"  recent return {sum(returns) / 10:.1f} (last 10 episodes)",
+        f"  evaluation at step 4,000: {last_eval.return_mean:.1f} ± 20.0 (5 episodes)",
+        f"  checkpoint {checkpoint}",
+        "  run dir saves/x (resume: rltui resume saves/x)",
+    ]

@@ -115,3 +115,70 @@ def test_concurrent_writer_and_reader():
             assert np.all(np.diff(snap.x) >= 0)
     stop.set()
     thread.join()
+
+
+def _started(step: int, t: float, resumed: bool = False, **settings) -> RunStarted:
+    return RunStarted(step, name="r", algo="mpo", env_id="Pendulum-v1", device="cpu", total_steps=1000,
+                      run_dir="saves/r", resumed=resumed, agent_settings=settings, time=t)
+
+
+def test_history_keeps_what_the_views_show_besides_the_series():
+    history = MetricsHistory()
+    history.extend(list(_run_events()))
+    status = history.status()
+    assert status.last_eval.return_mean == -900.0 and status.last_eval.step == 300
+    assert status.error == "boom"
+    history(_started(330, 2000.0, resumed=True, kl_epsilon=0.1))
+    info = history.status().info
+    assert info.resumed and dict(info.agent_settings) == {"kl_epsilon": 0.1}
+    for i in range(40):
+        history(EpisodeFinished(400 + i, episode_return=float(i), episode_length=1, time=2001.0))
+    assert history.recent(TRAIN_RETURN, 3) == [37.0, 38.0, 39.0]
+    assert len(history.recent(TRAIN_RETURN, 100)) == 32 and history.recent("nope") == []
+
+
+def test_elapsed_time_adds_up_the_sessions_not_the_pause_between():
+    history = MetricsHistory()
+    history(_started(0, 1000.0))
+    history(EpisodeFinished(200, episode_return=-1.0, episode_length=200, time=1100.0))  # 100 s of session 1
+    assert history.status().elapsed() == 100.0
+    history(_started(200, 50_000.0, resumed=True))  # resumed much later
+    status = history.status()
+    assert status.start_time == 1000.0 and status.elapsed(now=50_030.0) == 130.0
+
+
+def test_a_resume_from_an_earlier_checkpoint_drops_the_steps_after_it():
+    history = MetricsHistory(capacity=8)
+    history(_started(0, 0.0))
+    for step in range(100, 1001, 100):
+        history(UpdateMetrics(step, updates=1, metrics={"loss/q": float(step)}, time=step / 100))
+    version = history.series_version("loss/q")
+    history(_started(500, 20.0, resumed=True))  # killed at 1000, last checkpoint at 500
+    snap = history.series("loss/q")
+    assert snap.x.max() <= 500 and snap.last == 500.0 and history.series_version("loss/q") > version
+    assert history.status().step == 500
+    assert "steps 500-1,000 of the previous session were not checkpointed" in history.log_since(0)[-2].text
+    history(UpdateMetrics(600, updates=1, metrics={"loss/q": -1.0}, time=21.0))
+    assert history.series("loss/q").last == -1.0 and np.all(np.diff(history.series("loss/q").x) > 0)
+
+
+def test_load_folds_a_whole_log_and_follow_goes_on_from_there(tmp_path):
+    from rltui.runlog import MetricsFollower, RunLogWriter
+
+    path = tmp_path / "metrics.jsonl"
+    writer = RunLogWriter(path)
+    events = list(_run_events())
+    for event in events[:5]:
+        writer(event)
+    history = MetricsHistory()
+    history.load(path)
+    assert history.status().step == 300 and history.status().last_eval is not None
+    follower = MetricsFollower(path)
+    follower.read()
+    for event in events[5:]:
+        writer(event)
+    writer.close()
+    assert history.follow(follower)
+    assert history.status().state is RunState.FAILED and len(history.log_since(0)) == 6
+    history.load(tmp_path / "missing.jsonl")  # nothing to read: nothing changes, no error
+    assert history.status().state is RunState.FAILED

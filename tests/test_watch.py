@@ -17,8 +17,8 @@ from fake_engine import scripted_events, write_metrics_jsonl
 from rltui.app import RlTuiApp, run_watch
 from rltui.events import RunStarted, RunState, StateChanged, UpdateMetrics, WarningRaised
 from rltui.history import MAX_SERIES, TRAIN_RETURN, MetricsHistory, clean_text
+from rltui.runlog import FollowUpdate, MetricsFollower, read_events
 from rltui.screens.dashboard import DashboardScreen
-from rltui.watch import FollowUpdate, MetricsFollower
 
 
 def test_follower_reads_growing_file_and_waits_for_partial_lines(tmp_path):
@@ -98,6 +98,10 @@ async def test_watch_mode_follows_a_recorded_run_read_only(tmp_path):
             assert screen.check_action(action, ()) is None
         await pilot.press("p", "c", "e", "2", "s")  # control keys do nothing; view keys work
         assert screen.maximised == 2
+        await pilot.press("question_mark")
+        rows = dict((text, keys) for keys, text in app.screen.rows)
+        assert rows["save a checkpoint now (not in watch mode)"] == "c" and rows["this help"] == "?"
+        await pilot.press("escape")
         await pilot.press("q")
         await _wait_for(pilot, lambda: not app.is_running)
 
@@ -122,6 +126,22 @@ def _line(event) -> bytes:
 
 def _write(path: Path, events, extra: bytes = b"") -> None:
     path.write_bytes(b"".join(_line(e) for e in events) + extra)
+
+
+def test_follower_started_mid_file_reads_on_and_still_notices_a_rewrite(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    events = scripted_events("mpo", steps=600)
+    _write(path, events[:6])
+    first, offset = read_events(path)
+    assert first == events[:6] and offset == path.stat().st_size
+    with path.open("ab") as f:
+        f.write(b"".join(_line(e) for e in events[6:9]) + b'{"event": "upd')
+    follower = MetricsFollower(path, start=offset)
+    assert follower.read().events == events[6:9]
+    assert follower.complete_offset == path.stat().st_size - len(b'{"event": "upd')
+    _write(path, scripted_events("trpo", steps=2000))  # rewritten in place, longer: its start differs
+    update = follower.read()
+    assert update.reset and update.events[0].algo == "trpo"
 
 
 def test_follower_skips_bad_lines_with_one_warning_and_reads_on(tmp_path):

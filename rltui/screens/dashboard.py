@@ -2,26 +2,39 @@
 
 The screen never receives anything from the training thread. A timer (`refresh_hz`) pulls
 snapshots from the MetricsHistory and, inside one batch update, redraws only the charts whose
-series changed. Control keys call the engine's thread-safe methods; with no engine (watch mode)
-they are greyed out.
+series changed; the charts' reference lines (KL bounds) come from the run's `RunStarted` event,
+so a live run, a resumed one and a watched log are drawn the same way.
+
+Control keys submit typed commands (`rltui.commands`) to a `RunControl`: anything with a `state`
+and a thread-safe `submit()` returning a future of the `Reply` (the Engine, or later a client of
+a run's control socket). With no RunControl (watch mode) they are greyed out. What `q` means is
+not the screen's business: it posts `QuitRequested` and the app decides (stop the run, or leave).
+
+Conventions: data comes down as reactive attributes (`run_state`, `eval_mode`, `stopping`,
+`maximised`, declared with `bindings=True` so the footer follows them, and read by
+`check_action`); requests go up as messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Grid
+from textual.message import Message
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from rltui.commands import Checkpoint, Command, Pause, Reply, Resume, SetEvalMode
 from rltui.events import RunState
-from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory
-from rltui.screens.help import HelpScreen
+from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory, StatusSnapshot
+from rltui.screens.help import HelpScreen, help_rows
 from rltui.widgets.event_log import EventLog
 from rltui.widgets.inspect_chart import InspectChart
 from rltui.widgets.line_chart import ChartSpec, LineChart, ReferenceLine, SeriesSpec
@@ -31,12 +44,20 @@ from rltui.widgets.status_bar import StatusBar
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.99)
 DEFAULT_SMOOTHING = 0.6
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "toggle_eval"}
+PAUSE_HELP = "pause or resume training"
+ZOOM_HELP = "maximise a chart (plotext view); again to restore"
 
 
 class RunControl(Protocol):
-    """The part of the Engine API the dashboard uses to control a run."""
+    """What the dashboard needs to control a run: its state and a way to send it commands.
 
-    state: RunState
+    `submit` must be thread-safe and must not block; the future resolves (on any thread) once
+    the command took effect or was refused. rltui.engine.Engine is one; a client of a run's
+    control socket can be another.
+    """
+
+    @property
+    def state(self) -> RunState: ...
 
     def submit(self, command: Command) -> Future[Reply]: ...
 
@@ -99,56 +120,68 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
 
 
 class DashboardScreen(Screen[None]):
-    """Live (engine given) or read-only (engine None) view of one run."""
+    """Live (with a RunControl) or read-only (control None) view of one run's MetricsHistory."""
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
+    # The help screen lists these, with their tooltips, so every key is described here once.
     BINDINGS = [
         # One key, two bindings: the Footer shows "Pause" or "Resume", whichever applies.
-        Binding("p", "pause", "Pause"),
-        Binding("p", "resume", "Resume"),
-        Binding("space", "pause", "Pause", show=False),
-        Binding("space", "resume", "Resume", show=False),
-        Binding("c", "checkpoint", "Ckpt"),
-        Binding("e", "toggle_eval", "Eval"),
-        Binding("s", "cycle_smoothing", "Smooth"),
-        Binding("l", "toggle_log", "Log-y"),
-        Binding("1", "maximise(1)", "Zoom"),
-        Binding("2", "maximise(2)", "Zoom 2", show=False),
-        Binding("3", "maximise(3)", "Zoom 3", show=False),
-        Binding("4", "maximise(4)", "Zoom 4", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_run", "Quit"),
+        Binding("p", "pause", "Pause", tooltip=PAUSE_HELP),
+        Binding("p", "resume", "Resume", tooltip=PAUSE_HELP),
+        Binding("space", "pause", "Pause", show=False, tooltip=PAUSE_HELP),
+        Binding("space", "resume", "Resume", show=False, tooltip=PAUSE_HELP),
+        Binding("c", "checkpoint", "Ckpt", tooltip="save a checkpoint now"),
+        Binding("e", "toggle_eval", "Eval", tooltip="deterministic evaluation mode on/off"),
+        Binding("s", "cycle_smoothing", "Smooth", tooltip="cycle smoothing (EMA 0, 0.6, 0.9, 0.99)"),
+        Binding("l", "toggle_log", "Log-y", tooltip="log scale on the focused chart"),
+        Binding("1", "maximise(1)", "Zoom", tooltip=ZOOM_HELP),
+        Binding("2", "maximise(2)", "Zoom 2", show=False, tooltip=ZOOM_HELP),
+        Binding("3", "maximise(3)", "Zoom 3", show=False, tooltip=ZOOM_HELP),
+        Binding("4", "maximise(4)", "Zoom 4", show=False, tooltip=ZOOM_HELP),
+        Binding("tab", "app.focus_next", "Focus", show=False, tooltip="move focus between charts, table and log"),
+        Binding("question_mark", "help", "Help", tooltip="this help"),
+        Binding("q", "quit_run", "Quit", tooltip="quit (stops training with a final checkpoint)"),
     ]
+
+    class QuitRequested(Message):
+        """The user asked to leave (`q`); the app decides what that does to the run."""
+
+    # Set by pull() from the RunControl (or the history): what the run is doing now.
+    run_state: reactive[RunState | None] = reactive(None, repaint=False, bindings=True)
+    # Evaluation mode as asked for; follows the run's state once no SetEvalMode is on its way.
+    eval_mode: reactive[bool] = reactive(False, repaint=False, bindings=True)
+    # Set by the app: a stop was asked for (controls grey out, the status line says so).
+    stopping: reactive[bool] = reactive(False, repaint=False, bindings=True)
+    # Set by the app once the run's engine has returned: from then on the history has the last word.
+    run_ended: reactive[bool] = reactive(False, repaint=False, bindings=True)
+    maximised: reactive[int | None] = reactive(None, repaint=False, bindings=True, toggle_class="-maximised")
+    smoothing: reactive[float] = reactive(DEFAULT_SMOOTHING, repaint=False, init=False)
 
     def __init__(
         self,
         history: MetricsHistory,
         *,
-        engine: RunControl | None,
+        control: RunControl | None,
         algo: str | None = None,
-        agent_settings: Mapping[str, Any] | None = None,
         refresh_hz: float = 4.0,
         clock: Callable[[], float] | None = None,
-        on_quit: Callable[[], None] | None = None,
     ) -> None:
+        """`algo` draws the right charts before the run's first event says which algorithm it is."""
         super().__init__()
         self.history = history
-        self.engine = engine
-        self.read_only = engine is None
+        self.control = control
         self._algo = algo
-        self._settings = dict(agent_settings or {})
         self.refresh_hz = refresh_hz
         self._clock = clock
-        self._on_quit = on_quit
-        self.smoothing = DEFAULT_SMOOTHING
-        self.eval_mode = False
-        self.stopping = False
-        self.maximised: int | None = None
-        self._configured: str | None = None  # the algo the charts are set up for
-        self._state: RunState | None = None
+        self._configured: tuple[str, tuple[tuple[str, str], ...]] | None = None  # (algo, settings) drawn
         self._seen: dict[int, tuple[int, ...]] = {}
+        self._eval_requests = 0  # SetEvalMode commands not answered yet
+
+    @property
+    def read_only(self) -> bool:
+        return self.control is None
 
     # ---- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -173,11 +206,21 @@ class DashboardScreen(Screen[None]):
     def charts(self) -> list[LineChart]:
         return [self.query_one(f"#chart-{n}", LineChart) for n in range(1, 5)]
 
-    def _configure(self, algo: str) -> None:
-        specs = chart_specs(algo, self._settings)
-        for chart, spec in zip(self.charts(), specs, strict=True):
-            chart.set_spec(spec)
-        self._configured = algo
+    def _configure(self, status: StatusSnapshot) -> None:
+        """Set the charts up for the run's algorithm and agent settings, when they change."""
+        info = status.info
+        algo = info.algo if info is not None else self._algo
+        if algo is None:
+            return
+        settings: Mapping[str, Any] = info.agent_settings if info is not None else {}
+        key = (algo, tuple(sorted((k, repr(v)) for k, v in settings.items())))  # repr: NaN equals itself
+        if key == self._configured:
+            return
+        same_algo = self._configured is not None and self._configured[0] == algo
+        specs: list[ChartSpec | None] = list(chart_specs(algo, settings))
+        for chart, spec in zip(self.charts(), specs + [None] * (4 - len(specs)), strict=True):
+            chart.set_spec(spec, keep_scale=same_algo)  # new reference lines keep the user's scale
+        self._configured = key
         self._seen.clear()
 
     # ---- the refresh timer ------------------------------------------------------------------
@@ -186,9 +229,7 @@ class DashboardScreen(Screen[None]):
         history = self.history
         status = history.status()
         with self.app.batch_update():
-            algo = self._algo or (status.info.algo if status.info else None)
-            if algo and algo != self._configured:  # a watched log may be replaced by another run's
-                self._configure(algo)
+            self._configure(status)
             extra = "stopping…" if self.stopping and not status.state.is_final else ""
             self.query_one(StatusBar).show(status, extra)
             for chart in self.charts():
@@ -196,13 +237,10 @@ class DashboardScreen(Screen[None]):
             self.query_one(MetricsTable).show(*history.latest())
             log = self.query_one(EventLog)
             log.show(history.log_since(log.next_index))
-        state = self.run_state()
-        if state != self._state:
-            if state is RunState.FAILED and self._state is not None:
-                self.notify(status.message or "training failed", title="Run failed", severity="error")
-            self._state = state
-            self.eval_mode = state is RunState.EVALUATING or (self.eval_mode and not state.is_final)
-            self.refresh_bindings()
+        state = self.current_state(status)
+        self.run_state = state
+        if not self._eval_requests:
+            self.eval_mode = state is RunState.EVALUATING
 
     def _update_chart(self, chart: LineChart) -> None:
         spec = chart.spec
@@ -220,22 +258,26 @@ class DashboardScreen(Screen[None]):
         if chart.spec is not None:
             self.query_one(InspectChart).show(chart.spec, chart.data, chart.smoothing, chart.log_y)
 
-    def run_state(self) -> RunState:
-        """The engine's own state (freshest), unless the run ended: then what the history says.
+    def current_state(self, status: StatusSnapshot | None = None) -> RunState:
+        """The RunControl's own state (freshest) while the run goes on, else what the history says.
 
-        An engine whose run() raised never reports FAILED itself; the app records it in the history.
+        The history has the last word once the app says the run ended (`run_ended`): an engine
+        whose run() raised never reports FAILED itself, the app records it in the history.
         """
-        recorded = self.history.status().state
-        if self.engine is None or recorded.is_final:
-            return recorded
-        return self.engine.state
+        if self.control is None or self.run_ended:
+            return (status or self.history.status()).state
+        return self.control.state
+
+    def watch_run_state(self, previous: RunState | None, state: RunState | None) -> None:
+        if state is RunState.FAILED and previous is not None:
+            self.notify(self.history.status().message or "training failed", title="Run failed", severity="error")
 
     # ---- keys -------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CONTROL_ACTIONS:
-            if self.engine is None or self.stopping:
+            if self.control is None or self.stopping:
                 return False if action == "resume" else None
-            state = self.run_state()
+            state = self.run_state or RunState.STARTING
             if action == "pause":  # hidden while paused (Resume shows instead), grey otherwise
                 return True if state is RunState.RUNNING else (False if state is RunState.PAUSED else None)
             if action == "resume":
@@ -245,30 +287,52 @@ class DashboardScreen(Screen[None]):
             return True if self._log_target() is not None else None
         return True
 
+    def _send(self, command: Command) -> None:
+        """Submit `command` to the run; its reply is awaited off to the side (never blocks)."""
+        assert self.control is not None
+        try:
+            future = self.control.submit(command)
+        except Exception as error:  # e.g. a remote run whose connection is gone
+            self._replied(command, Reply(False, f"{type(error).__name__}: {error}"))
+            return
+        self._await_reply(command, future)
+
+    @work(group="commands")
+    async def _await_reply(self, command: Command, future: Future[Reply]) -> None:
+        self._replied(command, await asyncio.wrap_future(future))
+
+    def _replied(self, command: Command, reply: Reply) -> None:
+        if isinstance(command, SetEvalMode):
+            self._eval_requests -= 1
+        if not reply.ok:
+            self.notify(f"{command.name}: {reply.message or 'refused'}", severity="warning", timeout=4)
+        if self.is_mounted:
+            self.pull()  # show the new state now, not at the next tick
+
     def action_pause(self) -> None:
-        assert self.engine is not None
-        self.engine.submit(Pause())  # the footer flips to Resume once the engine reports PAUSED
+        self._send(Pause())  # the footer flips to Resume once the run reports PAUSED
 
     def action_resume(self) -> None:
-        assert self.engine is not None
-        self.engine.submit(Resume())
+        self._send(Resume())
 
     def action_checkpoint(self) -> None:
-        assert self.engine is not None
-        self.engine.submit(Checkpoint())
+        self._send(Checkpoint())
         self.notify("checkpoint requested", timeout=2)
 
     def action_toggle_eval(self) -> None:
-        assert self.engine is not None
-        self.eval_mode = not self.eval_mode
-        self.engine.submit(SetEvalMode(self.eval_mode))
-        self.notify("deterministic evaluation mode " + ("on" if self.eval_mode else "off"), timeout=2)
+        on = not self.eval_mode
+        self.eval_mode = on
+        self._eval_requests += 1
+        self._send(SetEvalMode(on))
+        self.notify("deterministic evaluation mode " + ("on" if on else "off"), timeout=2)
 
     def action_cycle_smoothing(self) -> None:
         i = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
         self.smoothing = SMOOTHING_STEPS[(i + 1) % len(SMOOTHING_STEPS)]
+
+    def watch_smoothing(self, smoothing: float) -> None:
         for chart in self.charts():
-            chart.set_smoothing(self.smoothing)
+            chart.set_smoothing(smoothing)
         self._refresh_inspect()
 
     def _log_target(self) -> LineChart | None:
@@ -288,26 +352,18 @@ class DashboardScreen(Screen[None]):
             self._show_inspect(self.query_one(f"#chart-{self.maximised}", LineChart))
 
     def action_maximise(self, number: int) -> None:
-        if self.maximised == number:
-            self.maximised = None
-            self.remove_class("-maximised")
-            self.query_one(f"#chart-{number}", LineChart).focus()
+        self.maximised = None if self.maximised == number else number
+
+    def watch_maximised(self, previous: int | None, number: int | None) -> None:
+        if number is None:
+            if previous is not None:
+                self.query_one(f"#chart-{previous}", LineChart).focus()
         else:
-            self.maximised = number
-            self.add_class("-maximised")
             self._refresh_inspect()
-        self.refresh_bindings()
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(read_only=self.read_only))
+        notes = {action: "not in watch mode" for action in CONTROL_ACTIONS} if self.read_only else {}
+        self.app.push_screen(HelpScreen(help_rows(self.BINDINGS, self.app.get_key_display, notes)))
 
     def action_quit_run(self) -> None:
-        """Stop the run with a final checkpoint, then leave (a second `q` leaves at once)."""
-        live = self.engine is not None and not self.run_state().is_final
-        if not live or self.stopping or self._on_quit is None:
-            self.app.exit()
-            return
-        self.stopping = True
-        self.notify("stopping: writing a final checkpoint… (q again to leave now)", timeout=10)
-        self.refresh_bindings()
-        self._on_quit()
+        self.post_message(self.QuitRequested())

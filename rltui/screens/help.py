@@ -1,25 +1,52 @@
-"""Key reference, shown over the dashboard (`?`)."""
+"""Key reference, shown over a screen (`?`), made from that screen's BINDINGS.
+
+Each binding's `tooltip` is its help text (the Footer shows the same text on hover); bindings
+that share a help text share a row ("p, space  pause or resume training"), so a key added to a
+screen's BINDINGS shows up here without anything else to edit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-KEYS = [
-    ("p / space", "pause or resume training", True),
-    ("c", "save a checkpoint now", True),
-    ("e", "deterministic evaluation mode on/off", True),
-    ("s", "cycle smoothing (EMA 0, 0.6, 0.9, 0.99)", False),
-    ("l", "log scale on the focused chart", False),
-    ("1-4", "maximise a chart (plotext view); again to restore", False),
-    ("tab", "move focus between charts, table and log", False),
-    ("?", "this help", False),
-    ("q", "quit (stops training with a final checkpoint)", False),
-]
+
+def help_rows(
+    bindings: Iterable[BindingType],
+    key_display: Callable[[Binding], str],
+    notes: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """(keys, what they do) per help text, in the bindings' order.
+
+    A binding's help text is its tooltip, else its description. `notes` maps an action to a remark
+    appended in brackets (e.g. "not in watch mode").
+    """
+    notes = notes or {}
+    rows: dict[str, list[str]] = {}
+    for binding in Binding.make_bindings(bindings):  # tuples become Bindings, "a,b" one per key
+        text = binding.tooltip or binding.description or binding.action
+        note = notes.get(binding.action.partition("(")[0])
+        if note:
+            text += f" ({note})"
+        keys = rows.setdefault(text, [])
+        key = key_display(binding)
+        if key not in keys:
+            keys.append(key)
+    return [(_join_keys(keys), text) for text, keys in rows.items()]
+
+
+def _join_keys(keys: list[str]) -> str:
+    """"p, space"; a run of three or more consecutive digits as "1-4"."""
+    if len(keys) > 2 and all(len(k) == 1 and k.isdigit() for k in keys):
+        if [int(k) for k in keys] == list(range(int(keys[0]), int(keys[0]) + len(keys))):
+            return f"{keys[0]}-{keys[-1]}"
+    return ", ".join(keys)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -29,20 +56,19 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "dismiss", "Close", show=False),
     ]
 
-    def __init__(self, *, read_only: bool) -> None:
+    def __init__(self, rows: list[tuple[str, str]], *, title: str = "rltui keys") -> None:
         super().__init__()
-        self.read_only = read_only
+        self.rows = rows
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
-        for key, what, control in KEYS:
-            if control and self.read_only:
-                what += " (not in watch mode)"
-            table.add_row(key, what)
+        for keys, what in self.rows:
+            table.add_row(keys, what)
         with Vertical(id="help-box"):
-            yield Static("rltui keys", id="help-title")
-            yield Static(table)
+            yield Static(self.title_text, id="help-title")
+            yield Static(table, id="help-keys")
             yield Static("Charts: faint band = raw min/max, line = mean (smoothed); "
                          "dashed = target (ε, δ). Esc closes.", id="help-foot")

@@ -1,9 +1,9 @@
 """Preset picker (`rltui` with no arguments): algorithm, preset or file, resolved values, Start.
 
 Presets are previewed without making their environment (fast); Start validates fully
-(including the environment) and hands the preset to `on_start`, which creates the run off the
-UI thread and reports a failure back through `show_error`. Every error lands in the preview
-pane as one line; nothing here raises into the app.
+(including the environment) and posts `PickerScreen.StartRequested` with the preset. The app
+creates the run off the UI thread and reports a failure back through `show_error`. Every error
+lands in the preview pane as one line; nothing here raises into the app.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
@@ -86,16 +87,21 @@ class PickerScreen(Screen[None]):
         Binding("escape", "app.quit", "Quit"),
     ]
 
+    class StartRequested(Message):
+        """Start a run of `preset` (validated, its environment made once)."""
+
+        def __init__(self, preset: Preset) -> None:
+            super().__init__()
+            self.preset = preset
+
     def __init__(
         self,
-        on_start: Callable[[Preset], None],
         *,
         lister: Callable[[], list[PresetInfo]] = list_presets,
         loader: PresetLoader = load_preset,
         device_resolver: Callable[[str], str] = resolve_device,
     ) -> None:
         super().__init__()
-        self._on_start = on_start
         self._lister = lister
         self._loader = loader
         self._resolve_device = device_resolver
@@ -247,4 +253,4 @@ class PickerScreen(Screen[None]):
             return
         self.starting = True
         self.query_one("#preview", Static).update(Text(f"creating the run for {preset.name}…", style="bold"))
-        self._on_start(preset)
+        self.post_message(self.StartRequested(preset))

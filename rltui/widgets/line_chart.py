@@ -250,9 +250,11 @@ class LineChart(Widget, can_focus=True):
         self._strips: list[Strip] = []
 
     # ---- inputs -----------------------------------------------------------------------------
-    def set_spec(self, spec: ChartSpec) -> None:
+    def set_spec(self, spec: ChartSpec | None, *, keep_scale: bool = False) -> None:
+        """Show `spec` (None: nothing); its default y scale unless `keep_scale` (the user's stays)."""
         self.spec = spec
-        self.log_y = spec.log_y
+        if not keep_scale:
+            self.log_y = spec.log_y if spec is not None else False
         self._changed()
 
     def update_data(self, data: dict[str, SeriesSnapshot | None]) -> None:

@@ -58,13 +58,8 @@ class StatusBar(Widget):
             self.refresh()  # the elapsed time and ETA move on with the clock
 
     def _elapsed(self, status: StatusSnapshot) -> float | None:
-        if status.start_time is None:
-            return None
-        if self._clock is None or status.state.is_final:
-            end = status.last_time
-        else:
-            end = self._clock()
-        return None if end is None else end - status.start_time
+        """Time spent running, over every session of the run (a live one up to the clock's now)."""
+        return status.elapsed(None if self._clock is None or status.state.is_final else self._clock())
 
     def render(self) -> Text:
         status = self._status
