@@ -8,13 +8,16 @@ from on a timer (the training thread never waits for the UI):
   the history, then subscribes and starts the engine. The engine writes its log only inside
   `run()`, so the file read is exactly what came before, and the live events follow on without a
   gap or a duplicate;
-- watch mode: a thread follows the run's metrics.jsonl (`MetricsFollower`).
+- watch mode: a thread follows the run's metrics.jsonl (`MetricsFollower`);
+- an attached run (`rltui attach`): a run in another process, followed like watch mode and driven
+  through its control socket (`rltui.control.RemoteEngine`, a RunControl); `q` detaches and the
+  run goes on, `Q` stops it after a y/n. With several live runs, `LiveRunsScreen` picks one first.
 
 Screens ask, the app decides: the picker posts `PickerScreen.StartRequested`, the dashboard posts
 `DashboardScreen.QuitRequested` (`q`); the app answers by creating the run, or by stopping it
 with a final checkpoint before leaving. The dashboard drives its run through `submit()` only
 (a `RunControl`), so a run in another process can be plugged in the same way.
-Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`.
+Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`, `run_attach`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,7 +36,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, get_current_worker
 
-from rltui.commands import Stop
+from rltui.commands import Reply, Stop
 from rltui.events import Event, RunState
 from rltui.history import MetricsHistory
 from rltui.runlog import LOG_NAME, MetricsFollower
@@ -40,6 +44,8 @@ from rltui.screens.dashboard import DashboardScreen, RunControl
 from rltui.watch import WatchError, check_run_dir
 
 if TYPE_CHECKING:
+    from rltui.control import RemoteEngine
+    from rltui.screens.choose import LiveRunsScreen
     from rltui.screens.picker import PickerScreen
 
 QUIT_TIMEOUT_S = 30.0
@@ -91,9 +97,13 @@ class RlTuiApp(App[int]):
         clock: Callable[[], float] = time.time,
         engine_factory: EngineFactory = create_engine,
         picker_kwargs: dict[str, Any] | None = None,
+        remote: RemoteEngine | None = None,
+        live_runs: tuple[list[dict[str, Any]], list[str]] | None = None,
     ) -> None:
         """`engine`: open its dashboard (after loading `history_from`/metrics.jsonl, for a resumed
-        run); else `watch_dir`: follow that run read-only; else the preset picker."""
+        run); else `remote`: attach to that run of another process; else `live_runs` (statuses and
+        `rltui ps` lines): choose one to attach to; else `watch_dir`: follow that run read-only;
+        else the preset picker."""
         super().__init__()
         if refresh_hz <= 0:
             raise ValueError(f"refresh_hz must be > 0, got {refresh_hz}")
@@ -105,6 +115,8 @@ class RlTuiApp(App[int]):
         self.clock = clock
         self.engine_factory = engine_factory
         self.picker_kwargs = picker_kwargs or {}
+        self.remote = remote
+        self.live_runs = live_runs
         self.history = MetricsHistory()
         self.dashboard: DashboardScreen | None = None
         self.engine_worker: Worker[None] | None = None
@@ -113,6 +125,12 @@ class RlTuiApp(App[int]):
     def on_mount(self) -> None:
         if self.engine is not None:
             self.start_run(self.engine, history_from=self.history_from)
+        elif self.remote is not None:
+            self.start_attach(self.remote)
+        elif self.live_runs is not None:
+            from rltui.screens.choose import LiveRunsScreen
+
+            self.push_screen(LiveRunsScreen(*self.live_runs))
         elif self.watch_dir is not None:
             self.start_watch(self.watch_dir)
         else:
@@ -172,8 +190,11 @@ class RlTuiApp(App[int]):
 
     def on_dashboard_screen_quit_requested(self, message: DashboardScreen.QuitRequested) -> None:
         """`q`: a live run stops with a final checkpoint, then the app leaves; a second `q`, or `q`
-        with nothing running, leaves at once."""
+        with nothing running, leaves at once; an attached dashboard leaves the run going."""
         screen, engine = self.dashboard, self.engine
+        if self.remote is not None:
+            self.exit(0)
+            return
         if engine is None or screen is None or screen.stopping or screen.current_state().is_final:
             self.exit(self.run_exit_code())
             return
@@ -194,6 +215,56 @@ class RlTuiApp(App[int]):
 
     def run_exit_code(self) -> int:
         return 1 if self.history.status().state is RunState.FAILED else 0
+
+    # ---- attached runs ------------------------------------------------------------------------
+    def on_live_runs_screen_chosen(self, message: LiveRunsScreen.Chosen) -> None:
+        self._connect(message.run_dir)
+
+    @work(exclusive=True, group="connect", exit_on_error=False)
+    async def _connect(self, run_dir: Path) -> None:
+        from rltui.control import ControlError, RemoteEngine
+
+        try:
+            remote = await asyncio.to_thread(RemoteEngine, run_dir)
+        except ControlError as error:  # it ended while the list was shown
+            self.notify(str(error), title="cannot attach", severity="error")
+            return
+        self.remote = remote
+        self.start_attach(remote)
+
+    def start_attach(self, remote: RemoteEngine) -> None:
+        """The dashboard of a run in another process: its log followed, controls over its socket."""
+        self.dashboard = DashboardScreen(self.history, control=remote, algo=remote.algo or None,
+                                         refresh_hz=self.refresh_hz, clock=self.clock, attached=True)
+        if self.screen_stack and len(self.screen_stack) > 1:
+            self.switch_screen(self.dashboard)
+        else:
+            self.push_screen(self.dashboard)
+        self._follow(remote.run_dir / LOG_NAME)
+
+    def on_dashboard_screen_stop_requested(self, message: DashboardScreen.StopRequested) -> None:
+        from rltui.screens.choose import ConfirmScreen
+
+        remote = self.remote
+        if remote is None:
+            return
+        question = f"Stop the run {remote.run_dir} (pid {remote.pid}) with a final checkpoint?"
+        self.push_screen(ConfirmScreen(question), self._stop_attached)
+
+    def _stop_attached(self, confirmed: bool | None) -> None:
+        if confirmed and self.remote is not None and self.dashboard is not None:
+            self.dashboard.stopping = True
+            self.notify("stopping the run: writing a final checkpoint…", timeout=10)
+            self._await_stop(self.remote.submit(Stop(final_checkpoint=True)))
+
+    @work(group="quit")
+    async def _await_stop(self, future: Future[Reply]) -> None:
+        """Leave once the run has ended (the reply to a stop comes then), its last events shown."""
+        reply = await asyncio.wrap_future(future)
+        if not reply.ok:
+            self.notify(f"stop: {reply.message}", severity="warning")
+        await asyncio.sleep(2 / self.refresh_hz)  # the follower picks up the final events
+        self.exit(self.run_exit_code())
 
     # ---- watch mode -------------------------------------------------------------------------
     def start_watch(self, run_dir: Path) -> None:
@@ -227,6 +298,8 @@ class RlTuiApp(App[int]):
         self._leaving.set()
         if self.engine is not None and not self.engine.state.is_final:
             self.engine.submit(Stop(final_checkpoint=True))
+        if self.remote is not None:
+            self.remote.close()  # detach: the run itself goes on
 
 
 def run_dashboard(
@@ -245,6 +318,16 @@ def run_picker(refresh_hz: float = 4.0, mouse: bool = True, saves_root: Path = P
     """Open the preset picker; starting a run switches to its dashboard."""
     app = RlTuiApp(refresh_hz=refresh_hz, saves_root=saves_root)
     app.run(mouse=mouse)
+    return app.run_exit_code()
+
+
+def run_attach(remote: RemoteEngine | None, live_runs: tuple[list[dict[str, Any]], list[str]] | None = None,
+               refresh_hz: float = 4.0, mouse: bool = True) -> int:
+    """The dashboard of `remote`, a run in another process (or a choice among `live_runs` first)."""
+    app = RlTuiApp(remote=remote, live_runs=live_runs, refresh_hz=refresh_hz)
+    app.run(mouse=mouse)
+    if app.remote is not None:
+        app.remote.close()
     return app.run_exit_code()
 
 

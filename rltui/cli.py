@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("run_dir", type=_path_arg, metavar="RUN_DIR")
     _add_ui_options(watch)
 
+    attach = commands.add_parser("attach", help="the full dashboard of a run owned by another process")
+    attach.add_argument("run_dir", nargs="?", type=_path_arg, metavar="RUN_DIR",
+                        help="a live run (default: the only live run under --saves, or a choice among them)")
+    attach.add_argument("--saves", type=_path_arg, default=argparse.SUPPRESS, metavar="DIR",
+                        help="where to look for live runs without RUN_DIR (default ./saves)")
+    _add_ui_options(attach)
+
     ps = commands.add_parser("ps", help="list the live runs (those whose control socket answers)")
     ps.add_argument("dir", nargs="?", type=_path_arg, default=Path("saves"), metavar="DIR",
                     help="where to look, recursively (default ./saves; a run directory works too)")
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
-        "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps,
+        "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
     }
     try:
         return handlers[args.command](args)
@@ -297,6 +304,35 @@ def _detach(argv: list[str]) -> int:
     from rltui.background import start_detached
 
     return start_detached(argv)
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from rltui.app import run_attach
+    from rltui.control import ControlError, NotLiveError, RemoteEngine
+    from rltui.runs import probe_all, table
+    from rltui.watch import display_path
+
+    ui = {"refresh_hz": args.refresh_hz, "mouse": not args.no_mouse}
+    if args.run_dir is not None:
+        run_dir: Path = args.run_dir
+        if not run_dir.is_dir():
+            raise UsageError(f"{display_path(run_dir)}: not a directory (expected a run directory)")
+        try:
+            remote = RemoteEngine(run_dir)
+        except NotLiveError:
+            raise UsageError(f"{display_path(run_dir)}: not a live run (nothing answers on its control socket); "
+                             f"`rltui watch {display_path(run_dir)}` shows a finished run") from None
+        except ControlError as exc:
+            raise UsageError(f"{display_path(run_dir)}: {exc}") from None
+        return run_attach(remote, **ui)
+    root: Path = args.saves
+    live = [p for p in probe_all(root) if p.live] if root.is_dir() else []
+    if not live:
+        raise UsageError(f"no live runs under {display_path(root)} (start one with `rltui train PRESET --detach`)")
+    if len(live) == 1:
+        assert live[0].status is not None
+        return _cmd_attach(argparse.Namespace(**{**vars(args), "run_dir": Path(live[0].status["run_dir"])}))
+    return run_attach(None, ([p.status for p in live if p.status is not None], table(live)), **ui)
 
 
 def _cmd_ps(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ becomes an ErrorRaised event and the FAILED state; a subscriber that raises is r
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -289,7 +290,7 @@ class Engine:
             self._log = RunLogWriter(self.run_dir / LOG_NAME)
             self._emit(RunStarted(
                 step=self.step, name=self.preset.name, algo=self.algo, env_id=self.preset.env.id,
-                device=str(self.device), total_steps=self.total_steps, run_dir=str(self.run_dir),
+                device=str(self.device), total_steps=self.total_steps, run_dir=os.path.abspath(self.run_dir),
                 resumed=self._last_saved is not None, agent_settings=agent_settings_in_effect(self.preset),
             ))
             for note in self._notes:
@@ -505,9 +506,10 @@ class Engine:
                 preset_to_toml(self.preset), self.loop.replay_to_save(), self.preset.checkpoint.keep,
             )
             self._last_saved = key
-        self._emit(CheckpointSaved(step=self.step, path=str(path)))
+        absolute = os.path.abspath(path)  # events and replies are read from other directories too
+        self._emit(CheckpointSaved(step=self.step, path=absolute))
         for future in self._checkpoint_futures:
-            _resolve(future, Reply(True, f"checkpoint {path}", {"path": str(path), "step": self.step}))
+            _resolve(future, Reply(True, f"checkpoint {absolute}", {"path": absolute, "step": self.step}))
         self._checkpoint_futures = []
 
     def _engine_state(self) -> dict[str, Any]:

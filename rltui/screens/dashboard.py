@@ -44,6 +44,7 @@ from rltui.widgets.status_bar import StatusBar
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.99)
 DEFAULT_SMOOTHING = 0.6
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "toggle_eval"}
+LEAVING_ACTIONS = {"quit_run", "detach", "stop_run"}
 PAUSE_HELP = "pause or resume training"
 ZOOM_HELP = "maximise a chart (plotext view); again to restore"
 
@@ -143,10 +144,16 @@ class DashboardScreen(Screen[None]):
         Binding("tab", "app.focus_next", "Focus", show=False, tooltip="move focus between charts, table and log"),
         Binding("question_mark", "help", "Help", tooltip="this help"),
         Binding("q", "quit_run", "Quit", tooltip="quit (stops training with a final checkpoint)"),
+        # An attached dashboard (`rltui attach`): `q` leaves the run going, `Q` stops it.
+        Binding("q", "detach", "Detach", tooltip="leave; the run goes on"),
+        Binding("Q", "stop_run", "Stop run", tooltip="stop the run (final checkpoint), after a y/n"),
     ]
 
     class QuitRequested(Message):
         """The user asked to leave (`q`); the app decides what that does to the run."""
+
+    class StopRequested(Message):
+        """The user asked to stop an attached run (`Q`); the app asks for a confirmation first."""
 
     # Set by pull() from the RunControl (or the history): what the run is doing now.
     run_state: reactive[RunState | None] = reactive(None, repaint=False, bindings=True)
@@ -167,11 +174,14 @@ class DashboardScreen(Screen[None]):
         algo: str | None = None,
         refresh_hz: float = 4.0,
         clock: Callable[[], float] | None = None,
+        attached: bool = False,
     ) -> None:
-        """`algo` draws the right charts before the run's first event says which algorithm it is."""
+        """`algo` draws the right charts before the run's first event says which algorithm it is;
+        `attached`: the run belongs to another process (`q` detaches, `Q` stops it)."""
         super().__init__()
         self.history = history
         self.control = control
+        self.attached = attached
         self._algo = algo
         self.refresh_hz = refresh_hz
         self._clock = clock
@@ -285,6 +295,12 @@ class DashboardScreen(Screen[None]):
             return True if state in (RunState.RUNNING, RunState.PAUSED, RunState.EVALUATING) else None
         if action == "toggle_log":
             return True if self._log_target() is not None else None
+        if action in ("quit_run", "detach"):  # one `q` in the footer: Quit, or Detach when attached
+            return self.attached == (action == "detach")
+        if action == "stop_run":
+            if not self.attached:
+                return False
+            return None if self.stopping or (self.run_state or RunState.STARTING).is_final else True
         return True
 
     def _send(self, command: Command) -> None:
@@ -363,7 +379,16 @@ class DashboardScreen(Screen[None]):
 
     def action_help(self) -> None:
         notes = {action: "not in watch mode" for action in CONTROL_ACTIONS} if self.read_only else {}
-        self.app.push_screen(HelpScreen(help_rows(self.BINDINGS, self.app.get_key_display, notes)))
+        # Of the leaving keys, those of this kind of dashboard (attached or not).
+        shown = [b for b in self.BINDINGS if not isinstance(b, Binding) or b.action not in LEAVING_ACTIONS
+                 or self.check_action(b.action, ()) is not False]
+        self.app.push_screen(HelpScreen(help_rows(shown, self.app.get_key_display, notes)))
 
     def action_quit_run(self) -> None:
         self.post_message(self.QuitRequested())
+
+    def action_detach(self) -> None:
+        self.post_message(self.QuitRequested())
+
+    def action_stop_run(self) -> None:
+        self.post_message(self.StopRequested())
