@@ -303,13 +303,17 @@ class RlTuiApp(App[int]):
 
 
 def run_dashboard(
-    engine: EngineLike, refresh_hz: float = 4.0, mouse: bool = True, history_from: Path | None = None
+    engine: EngineLike, refresh_hz: float = 4.0, mouse: bool = True, history_from: Path | None = None,
+    on_app: Callable[[RlTuiApp], None] | None = None,
 ) -> int:
     """Open the dashboard on `engine` (not started yet); returns 1 if the run failed, else 0.
 
     `history_from`: the run directory of a resumed run, whose whole history the charts show first.
+    `on_app`: called with the app before it runs (e.g. to close it from another thread on a hangup).
     """
     app = RlTuiApp(engine=engine, history_from=history_from, refresh_hz=refresh_hz)
+    if on_app is not None:
+        on_app(app)
     app.run(mouse=mouse)
     return app.run_exit_code()
 

@@ -168,8 +168,11 @@ class _Detachable:
                 self.thread = self._engine.start()
             return self.thread
 
+    def show_in(self, app: Any) -> None:
+        """The Textual app showing this run (what `detach()` closes)."""
+        self._app = app
+
     def run(self) -> None:
-        self._app = _current_app()
         thread = self.ensure_started()
         if self.detached.is_set():
             self._exit_app()
@@ -210,20 +213,9 @@ class _Detachable:
         threading.Thread(target=ask, name="rltui-hangup-exit", daemon=True).start()
 
 
-def _current_app() -> Any:
-    """The Textual app whose thread worker calls this, None elsewhere."""
-    try:
-        from textual.worker import NoActiveWorker, get_current_worker
-    except ImportError:
-        return None
-    try:
-        return get_current_worker().node.app
-    except (NoActiveWorker, AttributeError, RuntimeError):
-        return None
-
-
-def run_dashboard_through_hangup(engine: Any, open_dashboard: Callable[[Any], int]) -> int:
-    """`open_dashboard(engine)`, except that a hangup closes the dashboard and not the run.
+def run_dashboard_through_hangup(engine: Any, open_dashboard: Callable[[Any, Callable[[Any], None]], int]) -> int:
+    """`open_dashboard(engine, show_in)`, except that a hangup closes the dashboard and not the run;
+    `open_dashboard` hands its app to `show_in` before running it.
 
     After a hangup: output to `<run_dir>/output.log`, a headless progress line there, the run goes
     on until it ends (SIGTERM or SIGINT: stop with a final checkpoint); returns as `rltui train
@@ -231,12 +223,12 @@ def run_dashboard_through_hangup(engine: Any, open_dashboard: Callable[[Any], in
     ends when the run does.
     """
     if not on_main_thread():
-        return open_dashboard(engine)
+        return open_dashboard(engine, lambda app: None)
     proxy = _Detachable(engine)
     after = _AfterHangup(proxy)
     previous = signal.signal(signal.SIGHUP, after.on_hangup)
     try:
-        code = open_dashboard(proxy)
+        code = open_dashboard(proxy, proxy.show_in)
     finally:
         if not after.started.is_set():
             signal.signal(signal.SIGHUP, previous)

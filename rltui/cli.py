@@ -284,8 +284,8 @@ def _run(engine: Engine, args: argparse.Namespace, history_from: Path | None = N
         from rltui.app import run_dashboard
 
         return background.run_dashboard_through_hangup(
-            engine, lambda e: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse,
-                                                history_from=history_from)))
+            engine, lambda e, show_in: int(run_dashboard(e, refresh_hz=args.refresh_hz, mouse=not args.no_mouse,
+                                                         history_from=history_from, on_app=show_in)))
     with background.OutputToLogOnHangup(engine.run_dir):
         return run_headless(engine)
 

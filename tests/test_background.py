@@ -219,7 +219,7 @@ class Engine:  # what the headless ending reads of an engine
         return thread
 
 
-def wedged_dashboard(engine):  # starts the run, then never returns: an app stuck on a dead terminal
+def wedged_dashboard(engine, show_in):  # starts the run, then never returns: an app stuck on a dead terminal
     threading.Thread(target=engine.run, daemon=True).start()
     os.kill(os.getpid(), signal.SIGHUP)
     threading.Event().wait()
