@@ -819,6 +819,7 @@ class ControlClient:
     def _read_loop(self) -> None:
         buffer = bytearray()
         reason = f"{self.path}: the run closed the connection"
+        last_word: str | None = None  # a message the run sent to no request (a refusal) says why
         try:
             while True:
                 data = self._sock.recv(65536)
@@ -830,14 +831,16 @@ class ControlClient:
                     del buffer[: end + 1]
                     unsolicited = self._dispatch(line)
                     if unsolicited:
-                        reason = f"{self.path}: {unsolicited}"
+                        last_word = f"{self.path}: {unsolicited}"
                 if len(buffer) > MAX_REPLY_BYTES:
-                    reason = f"{self.path}: a reply longer than {MAX_REPLY_BYTES} bytes"
+                    reason, last_word = f"{self.path}: a reply longer than {MAX_REPLY_BYTES} bytes", None
                     break
         except OSError as exc:
             reason = f"{self.path}: connection lost ({(exc.strerror or str(exc)).lower()})"
         finally:
-            self._fail(reason)
+            # A run that refuses a client closes with the client's request unread, which can reset
+            # the connection after the refusal arrived: the refusal is the reason, not the reset.
+            self._fail(last_word or reason)
 
     def _dispatch(self, line: bytes) -> str | None:
         """Resolve the request a reply answers; returns the message of a reply to no request."""

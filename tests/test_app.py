@@ -484,7 +484,7 @@ def test_rltui_resume_opens_the_dashboard_on_the_run_history(tmp_path, monkeypat
     first.run()
     opened = []
 
-    def dashboard(engine, refresh_hz=4.0, mouse=True, history_from=None):
+    def dashboard(engine, refresh_hz=4.0, mouse=True, history_from=None, on_app=None):
         opened.append((engine.run_dir, history_from))
         engine.close()  # never run: give the run directory back
         return 0
