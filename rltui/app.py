@@ -240,6 +240,7 @@ class RlTuiApp(App[int]):
             self.switch_screen(self.dashboard)
         else:
             self.push_screen(self.dashboard)
+        remote.subscribe(self.history)  # a killed run's end, which its log cannot tell
         self._follow(remote.run_dir / LOG_NAME)
 
     def on_dashboard_screen_stop_requested(self, message: DashboardScreen.StopRequested) -> None:

@@ -82,7 +82,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rltui.commands import Command, CommandError, Reply, Stop, command_from_json
-from rltui.events import CheckpointSaved, EvalResult, Event, RunState
+from rltui.events import CheckpointSaved, EvalResult, Event, RunState, StateChanged
 
 if TYPE_CHECKING:
     from rltui.history import MetricsHistory
@@ -881,8 +881,10 @@ class RemoteEngine:
     A thread polls `status` every `poll_s` seconds; `state`, `step` and `status()` return the latest
     answer at once. A submitted command resolves when it took effect in the run (the server is asked
     to wait up to an hour before answering "pending"). Once the connection is gone the run has
-    ended: `state` is the last state its run log recorded (FAILED if it recorded none: the process was
-    killed), and `submit` resolves with Reply(ok=False, "the run has ended").
+    ended: `state` is the final state its run log recorded, or FAILED if it recorded none (the
+    process was killed), which is then also told to the `subscribe`d callbacks as a StateChanged
+    event (the run's own log cannot say it); `submit` resolves with Reply(ok=False, "the run has
+    ended").
     """
 
     COMMAND_WAIT_S = MAX_TIMEOUT_S
@@ -901,6 +903,7 @@ class RemoteEngine:
         self.pid = int(first["pid"])
         self.poll_s = poll_s
         self._ended_state: RunState | None = None
+        self._subscribers: list[Callable[[Event], None]] = []
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="rltui-remote-status", daemon=True)
         self._poller.start()
@@ -924,6 +927,10 @@ class RemoteEngine:
 
     def status(self) -> dict[str, Any]:
         return dict(self._status)
+
+    def subscribe(self, subscriber: Callable[[Event], None]) -> None:
+        """`subscriber` is told what the run's log cannot say: that its process ended without it."""
+        self._subscribers.append(subscriber)
 
     def submit(self, command: Command) -> concurrent.futures.Future[Reply]:
         result: concurrent.futures.Future[Reply] = concurrent.futures.Future()
@@ -953,8 +960,18 @@ class RemoteEngine:
             except ControlError:
                 if not self.client.connected:
                     break
-        if not self._stop.is_set():
-            self._ended_state = _last_logged_state(self.run_dir) or RunState.FAILED
+        if self._stop.is_set():
+            return
+        logged = _last_logged_state(self.run_dir)
+        if logged is not None and logged.is_final:
+            self._ended_state = logged
+            return
+        self._ended_state = RunState.FAILED
+        lost = StateChanged(step=self.step, state=RunState.FAILED,
+                            message=f"the run's process (pid {self.pid}) ended without a word: killed or crashed; "
+                                    f"`rltui resume {self.run_dir}` goes on from its last checkpoint")
+        for subscriber in self._subscribers:
+            subscriber(lost)
 
 
 def _last_logged_state(run_dir: Path, tail_bytes: int = 256 * 1024) -> RunState | None:

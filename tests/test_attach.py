@@ -144,3 +144,33 @@ def test_attach_to_nothing_live_is_one_line_exit_2(tmp_path, write_preset_file):
     missing = rltui("attach", "nowhere", cwd=tmp_path)
     assert (missing.returncode, missing.stderr.strip()) == (2, "error: nowhere: not a directory (expected a run "
                                                                 "directory)")
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_is_killed_under_an_attached_dashboard_is_shown_failed_and_the_dashboard_stays(
+        tmp_path, write_preset_file):
+    process = rltui_process("train", str(write_preset_file("trpo")), "--headless", "--saves", "runs", *LONG_RUN,
+                            cwd=tmp_path)
+    try:
+        run_dir = the_run_dir(tmp_path / "runs")
+        connect(run_dir).close()
+        remote = RemoteEngine(run_dir, poll_s=0.1)
+        app = RlTuiApp(remote=remote, refresh_hz=10)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.history.status().step > 0, what="the history")
+            process.kill()
+            process.wait()
+            await until(pilot, lambda: remote.state is RunState.FAILED, what="the run seen gone")
+            await until(pilot, lambda: app.screen.run_state is RunState.FAILED, what="the dashboard saying so")
+            await pilot.pause(0.5)
+            assert app.is_running and isinstance(app.screen, DashboardScreen)
+            status = app.history.status()
+            assert status.step > 0 and status.state is RunState.FAILED  # its history is still there
+            assert status.message == (f"the run's process (pid {process.pid}) ended without a word: killed or "
+                                      f"crashed; `rltui resume {run_dir}` goes on from its last checkpoint")
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running, what="the app to leave")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

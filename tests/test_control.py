@@ -31,7 +31,8 @@ from rltui.control import (
     RemoteEngine,
     socket_path,
 )
-from rltui.events import RunState
+from rltui.events import Event, RunState, StateChanged
+from rltui.runlog import LOG_NAME
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -431,14 +432,23 @@ def test_remote_engine_drives_a_run_like_a_local_engine(live):
         remote.close()
 
 
-def test_a_remote_run_that_vanished_without_a_final_state_reads_as_failed(tmp_path):
+@pytest.mark.parametrize("logged", [None, RunState.RUNNING, RunState.PAUSED])
+def test_a_remote_run_that_vanished_without_a_final_state_reads_as_failed(tmp_path, logged):
+    if logged is not None:  # killed mid-run: its log's last state is not a final one
+        (tmp_path / LOG_NAME).write_text(json.dumps(StateChanged(step=3, state=logged).to_json()) + "\n")
     engine = FakeEngine(tmp_path)
     server = ControlServer(engine, tmp_path)
     server.start()
     remote = RemoteEngine(tmp_path, poll_s=0.05)
+    told: list[Event] = []
+    remote.subscribe(told.append)
     try:
-        server.close()  # as if killed: no state event in any log
+        server.close()  # as if killed
         wait_for(lambda: remote.state is RunState.FAILED)
+        wait_for(lambda: len(told) == 1)
+        (lost,) = told
+        assert isinstance(lost, StateChanged) and lost.state is RunState.FAILED
+        assert lost.message.startswith(f"the run's process (pid {os.getpid()}) ended without a word")
     finally:
         remote.close()
 
