@@ -7,14 +7,20 @@ the dashboard open (the Textual app run headless via `App.run_test`, redrawing a
 Evaluation and periodic checkpoints are off so both modes do the same work. Prints env steps/s
 of each mode and the ratio dashboard/headless (goal >= 0.9).
 
-    python bench/ui_overhead.py [--seconds 15] [--repeats 2] [--size 160x48]
+Attached (`--attached`): the run is a real `rltui train --headless` process, measured through its
+control socket's `status`, alone and with `rltui attach`'s dashboard (in this process: following
+metrics.jsonl, polling status, drawing at 4 Hz) on it. Prints the ratio attached/alone (goal >= 0.95).
+
+    python bench/ui_overhead.py [--seconds 15] [--repeats 2] [--size 160x48] [--attached]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rltui.app import RlTuiApp
+from rltui.commands import Stop
+from rltui.control import ControlClient, ControlError, RemoteEngine, socket_path
 from rltui.engine import Engine
 from rltui.presets import load_preset
 from rltui.rundir import create_run_dir
@@ -51,7 +59,7 @@ def headless(preset_name: str, seconds: float, saves: Path) -> float:
     engine = _engine(preset_name, saves)
     thread = engine.start()
     rate = _window(engine, seconds, threading.Event())
-    engine.stop(final_checkpoint=False)
+    engine.submit(Stop(final_checkpoint=False))
     thread.join()
     return rate
 
@@ -64,12 +72,65 @@ def with_dashboard(preset_name: str, seconds: float, saves: Path, size: tuple[in
         async with app.run_test(size=size) as pilot:
             loop = asyncio.get_running_loop()
             rate = await loop.run_in_executor(None, _window, engine, seconds, threading.Event())
-            engine.stop(final_checkpoint=False)
+            engine.submit(Stop(final_checkpoint=False))
             while not engine.state.is_final:
                 await pilot.pause(0.05)
             return rate
 
     return asyncio.run(run())
+
+
+def _process_rate(preset_name: str, seconds: float, saves: Path, size: tuple[int, int] | None) -> float:
+    """Env steps/s of a `rltui train --headless` process over `seconds`, with an attached dashboard
+    on it when `size` is given."""
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "rltui", "train", preset_name, "--headless", "--saves", str(saves),
+               "--set", "train.total_steps=100000000", "--set", "eval.interval=0", "--set", "checkpoint.interval=0"]
+    before = set(saves.iterdir()) if saves.is_dir() else set()
+    process = subprocess.Popen(command, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = _connect(saves, before)
+        while client.status()["step"] < WARMUP_STEPS:
+            time.sleep(0.1)
+
+        def window() -> float:
+            t0, s0 = time.perf_counter(), client.status()["step"]
+            time.sleep(seconds)
+            return (client.status()["step"] - s0) / (time.perf_counter() - t0)
+
+        if size is None:
+            rate = window()
+        else:
+            app = RlTuiApp(remote=RemoteEngine(Path(client.status()["run_dir"])))
+
+            async def attached() -> float:
+                async with app.run_test(size=size) as pilot:
+                    rate = await asyncio.get_running_loop().run_in_executor(None, window)
+                    await pilot.press("q")  # detach
+                    return rate
+
+            rate = asyncio.run(attached())
+        client.request("stop", final_checkpoint=False, timeout=60)
+        client.close()
+        process.wait(60)
+        return rate
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _connect(saves: Path, before: set[Path]) -> ControlClient:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for run_dir in set(saves.iterdir()) - before if saves.is_dir() else ():
+            try:
+                return ControlClient(socket_path(run_dir))
+            except ControlError:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError("the run's control socket never answered")
 
 
 def main() -> None:
@@ -78,8 +139,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="headless/dashboard pairs per preset")
     parser.add_argument("--size", default="160x48", help="terminal size of the dashboard, WxH")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--attached", action="store_true", help="a run in its own process, alone vs attached")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    if args.attached:
+        print(f"window {args.seconds:g} s after {WARMUP_STEPS} warm-up steps, {args.repeats} pair(s), "
+              f"a headless process alone vs with an attached dashboard {width}x{height} at 4 Hz")
+        for name in args.presets:
+            alone, attached = [], []
+            with tempfile.TemporaryDirectory() as tmp:
+                for _ in range(args.repeats):
+                    alone.append(_process_rate(name, args.seconds, Path(tmp), None))
+                    attached.append(_process_rate(name, args.seconds, Path(tmp), (width, height)))
+            a, b = statistics.mean(alone), statistics.mean(attached)
+            runs = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(alone, attached, strict=True))
+            print(f"{name:15s} alone {a:8.1f} steps/s  attached {b:8.1f} steps/s  ratio {b / a:.3f}  "
+                  f"(pairs alone/attached: {runs})")
+        return
 
     print(f"window {args.seconds:g} s after {WARMUP_STEPS} warm-up steps, {args.repeats} pair(s), "
           f"dashboard {width}x{height} at 4 Hz")

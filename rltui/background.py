@@ -68,8 +68,8 @@ def start_detached(argv: list[str], cwd: Path | None = None) -> int:
     log = os.path.join(run_dir, OUTPUT_LOG)
     print(f"started in the background (pid {pid}): {run_dir}\n"
           f"  output   {log}\n"
+          f"  attach   rltui attach {run_dir}   (q detaches, Q stops)\n"
           f"  status   rltui ps {run_dir}\n"
-          f"  watch    rltui watch {run_dir}\n"
           f"  stop     kill {pid}   (a final checkpoint is written; resume with: rltui resume {run_dir})")
     return 0
 

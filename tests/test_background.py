@@ -72,7 +72,8 @@ def test_detach_starts_the_run_in_its_own_session_and_returns(tmp_path, write_pr
     match = re.fullmatch(r"started in the background \(pid (\d+)\): (.+)", first)
     assert match and match[2] == shown
     pid = int(match[1])
-    assert rest == [f"  output   {shown}/output.log", f"  status   rltui ps {shown}", f"  watch    rltui watch {shown}",
+    assert rest == [f"  output   {shown}/output.log", f"  attach   rltui attach {shown}   (q detaches, Q stops)",
+                    f"  status   rltui ps {shown}",
                     f"  stop     kill {pid}   (a final checkpoint is written; resume with: rltui resume {shown})"]
     try:
         assert os.getsid(pid) == pid  # a session of its own: no terminal to lose
