@@ -26,7 +26,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,6 +44,7 @@ from rltui.screens.dashboard import DashboardScreen, RunControl
 from rltui.watch import WatchError, check_run_dir
 
 if TYPE_CHECKING:
+    from rltui.comparison import ComparedRun
     from rltui.control import RemoteEngine
     from rltui.screens.choose import LiveRunsScreen
     from rltui.screens.picker import PickerScreen
@@ -99,11 +100,12 @@ class RlTuiApp(App[int]):
         picker_kwargs: dict[str, Any] | None = None,
         remote: RemoteEngine | None = None,
         live_runs: tuple[list[dict[str, Any]], list[str]] | None = None,
+        compare: Sequence[ComparedRun] | None = None,
     ) -> None:
         """`engine`: open its dashboard (after loading `history_from`/metrics.jsonl, for a resumed
         run); else `remote`: attach to that run of another process; else `live_runs` (statuses and
         `rltui ps` lines): choose one to attach to; else `watch_dir`: follow that run read-only;
-        else the preset picker."""
+        else `compare`: those runs' charts overlaid; else the preset picker."""
         super().__init__()
         if refresh_hz <= 0:
             raise ValueError(f"refresh_hz must be > 0, got {refresh_hz}")
@@ -117,6 +119,7 @@ class RlTuiApp(App[int]):
         self.picker_kwargs = picker_kwargs or {}
         self.remote = remote
         self.live_runs = live_runs
+        self.compare = compare
         self.history = MetricsHistory()
         self.dashboard: DashboardScreen | None = None
         self.engine_worker: Worker[None] | None = None
@@ -133,6 +136,8 @@ class RlTuiApp(App[int]):
             self.push_screen(LiveRunsScreen(*self.live_runs))
         elif self.watch_dir is not None:
             self.start_watch(self.watch_dir)
+        elif self.compare is not None:
+            self.open_compare(self.compare)
         else:
             from rltui.screens.picker import PickerScreen
 
@@ -294,6 +299,19 @@ class RlTuiApp(App[int]):
         finally:
             follower.close()
 
+    # ---- compare view -----------------------------------------------------------------------
+    def open_compare(self, runs: Sequence[ComparedRun]) -> None:
+        from rltui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(runs, refresh_hz=self.refresh_hz))
+
+    def on_compare_screen_leave_requested(self) -> None:
+        """`q` in the compare view: back to the screen it was opened from, else leave."""
+        if len(self.screen_stack) > 2:  # (the default screen, the opener, the compare view)
+            self.pop_screen()
+        else:
+            self.exit(0)
+
     def on_unmount(self) -> None:
         """However the app ends, the training thread must end too (the process waits for it)."""
         self._leaving.set()
@@ -334,6 +352,13 @@ def run_attach(remote: RemoteEngine | None, live_runs: tuple[list[dict[str, Any]
     if app.remote is not None:
         app.remote.close()
     return app.run_exit_code()
+
+
+def run_compare(runs: Sequence[ComparedRun], refresh_hz: float = 4.0, mouse: bool = True) -> int:
+    """The compare view of `runs` (their logs followed while they grow)."""
+    app = RlTuiApp(compare=runs, refresh_hz=refresh_hz)
+    app.run(mouse=mouse)
+    return 0
 
 
 def run_watch(run_dir: Path | str, refresh_hz: float = 4.0, mouse: bool = True) -> int:

@@ -7,6 +7,7 @@
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
     rltui ps [DIR] [--json]
+    rltui compare RUN_DIR...
 
 Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
 Errors are one line on stderr, `error: <message>`, without a traceback.
@@ -159,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("dir", nargs="?", type=_path_arg, default=Path("saves"), metavar="DIR",
                     help="where to look, recursively (default ./saves; a run directory works too)")
     ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
+    _add_browser_commands(commands)
     return parser
+
+
+def _add_browser_commands(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser("compare", help="several runs' charts overlaid (live runs keep moving)")
+    compare.add_argument("run_dirs", nargs="+", type=_path_arg, metavar="RUN_DIR")
+    _add_ui_options(compare)
 
 
 def _add_detach_options(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
         "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
+        "compare": _cmd_compare,
     }
     try:
         return handlers[args.command](args)
@@ -444,6 +453,21 @@ def _cmd_presets(args: argparse.Namespace) -> int:
         line = f"{info.name:<{width}}  {info.algo:<4}  {info.env_id:<{env_width}}  {' '.join(description.split())}"
         print(line if len(line) <= columns or not sys.stdout.isatty() else line[: columns - 1] + "…")
     return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rltui.app import run_compare
+    from rltui.comparison import ComparedRun
+    from rltui.watch import WatchError, check_run_dir
+
+    runs: dict[Path, ComparedRun] = {}
+    for run_dir in args.run_dirs:
+        try:
+            check_run_dir(run_dir)
+        except WatchError as exc:
+            raise UsageError(str(exc)) from None
+        runs.setdefault(run_dir.resolve(), ComparedRun(run_dir, run_dir.resolve().name))  # once each
+    return run_compare(list(runs.values()), refresh_hz=args.refresh_hz, mouse=not args.no_mouse)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
