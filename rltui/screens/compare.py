@@ -47,6 +47,7 @@ from rltui.events import RunState
 from rltui.screens.dashboard import DEFAULT_SMOOTHING, SMOOTHING_STEPS
 from rltui.screens.help import HelpScreen, help_rows
 from rltui.widgets.compare_chart import CompareChart
+from rltui.widgets.run_legend import LegendEntry, RunLegend
 
 CHARTS = 4
 FOLLOW_POLL_MAX_S = 1.0  # each log is polled at least this often, whatever the refresh rate
@@ -111,7 +112,7 @@ class CompareScreen(Screen[None]):
     # ---- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(id="compare-title")
-        yield Static(id="compare-legend")
+        yield RunLegend(id="compare-legend")
         with Grid(id="compare-charts"):
             for n in range(1, CHARTS + 1):
                 yield CompareChart(n, id=f"compare-{n}")
@@ -171,6 +172,7 @@ class CompareScreen(Screen[None]):
             self.metrics = compared_metrics(settings)
             self.page = min(self.page, self.pages() - 1)
             self._drawn.clear()
+            self.refresh_bindings()  # paging and the log scale depend on the metrics
 
     def pages(self) -> int:
         return max(1, -(-len(self.metrics) // CHARTS))
@@ -201,31 +203,19 @@ class CompareScreen(Screen[None]):
         if key == self._legend_key:
             return
         self._legend_key = key
-        legend = Text()
-        if self.grouped:
-            legend.append(f"mean per group of seeds, band {self.band.value}:", "bold")
-        for label, style, note in self._legend_entries(states):
-            if legend:
-                legend.append("   ")
-            legend.append(f"━{style.marker}━ ", style.colour)
-            legend.append(label)
-            if note:
-                legend.append(f" {note}", "dim")
-        self.query_one("#compare-legend", Static).update(legend)
+        heading = Text(f"mean per group of seeds, band {self.band.value}:", "bold") if self.grouped else None
+        self.query_one(RunLegend).show(heading, self._legend_entries(states))
 
-    def _legend_entries(self, states: tuple[RunState, ...]) -> list[tuple[str, RunStyle, str]]:
+    def _legend_entries(self, states: tuple[RunState, ...]) -> list[LegendEntry]:
         if not self.grouped:
-            return [(run.run.name, self.run_styles[run.run.key],
-                     "(failed)" if state is RunState.FAILED else "")
+            return [LegendEntry(run.run.name, self.run_styles[run.run.key],
+                                "(failed)" if state is RunState.FAILED else "")
                     for run, state in zip(self.runs, states, strict=True)]
         members: dict[str, list[str]] = {}
         for run in self.runs:
             members.setdefault(self._group_of(run.run), []).append(run.run.name)
-        entries = []
-        for group, names in members.items():
-            label = names[0] if len(names) == 1 else group
-            entries.append((label, self.group_styles[group], f"({len(names)} run{'s' * (len(names) != 1)})"))
-        return entries
+        return [LegendEntry(names[0] if len(names) == 1 else group, self.group_styles[group],
+                            f"({len(names)} run{'s' * (len(names) != 1)})") for group, names in members.items()]
 
     def _update_chart(self, chart: CompareChart) -> None:
         metric = self.metric_of(chart)
