@@ -7,6 +7,7 @@
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
     rltui ps [DIR] [--json]
+    rltui runs [DIR...]
     rltui compare RUN_DIR...
 
 Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
@@ -165,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_browser_commands(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="browse, sort, filter, open and compare the runs under directories")
+    runs.add_argument("dirs", nargs="*", type=_path_arg, metavar="DIR",
+                      help="where to look, recursively (default ./saves; a run directory works too)")
+    _add_ui_options(runs)
     compare = commands.add_parser("compare", help="several runs' charts overlaid (live runs keep moving)")
     compare.add_argument("run_dirs", nargs="+", type=_path_arg, metavar="RUN_DIR")
     _add_ui_options(compare)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
         "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
-        "compare": _cmd_compare,
+        "compare": _cmd_compare, "runs": _cmd_runs,
     }
     try:
         return handlers[args.command](args)
@@ -455,19 +460,35 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from rltui.app import run_runs
+    from rltui.runlog import display_path
+
+    roots: list[Path] = args.dirs or [Path("saves")]
+    for root in roots:
+        if not root.is_dir():
+            what = "not a directory" if root.exists() else "no such directory"
+            raise UsageError(f"{display_path(root)}: {what} (expected a directory of runs, e.g. ./saves)")
+    return run_runs(roots, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from rltui.app import run_compare
     from rltui.comparison import ComparedRun
+    from rltui.summaries import RunIndex
     from rltui.watch import WatchError, check_run_dir
 
-    runs: dict[Path, ComparedRun] = {}
+    run_dirs: dict[Path, Path] = {}
     for run_dir in args.run_dirs:
         try:
             check_run_dir(run_dir)
         except WatchError as exc:
             raise UsageError(str(exc)) from None
-        runs.setdefault(run_dir.resolve(), ComparedRun(run_dir, run_dir.resolve().name))  # once each
-    return run_compare(list(runs.values()), refresh_hz=args.refresh_hz, mouse=not args.no_mouse)
+        run_dirs.setdefault(run_dir.resolve(), run_dir)  # each run once
+    # The groups (runs differing only by their seed) are found among the runs given.
+    groups = {s.run_dir.resolve(): s.group for s in RunIndex(list(run_dirs.values()), use_cache=False).refresh()}
+    runs = [ComparedRun(run_dir, resolved.name, groups.get(resolved, "")) for resolved, run_dir in run_dirs.items()]
+    return run_compare(runs, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
