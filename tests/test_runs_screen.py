@@ -19,6 +19,7 @@ from test_summaries import record, stop_after_first_eval
 from rltui.app import RlTuiApp
 from rltui.control import RemoteEngine
 from rltui.events import RunState
+from rltui.screens.choose import ConfirmScreen
 from rltui.screens.compare import CompareScreen
 from rltui.screens.picker import PickerScreen
 from rltui.screens.runs import GROUP_PREFIX, ListedRunDashboard, RunsScreen, RunsTable, sparkline
@@ -211,7 +212,7 @@ async def test_enter_opens_a_finished_run_read_only_and_q_comes_back_to_the_same
 
 
 @pytest.mark.asyncio
-async def test_a_live_run_is_listed_live_opened_attached_and_left_going(saves, tmp_path, write_preset_file):
+async def test_a_live_run_is_listed_live_attached_left_going_then_stopped_from_the_list(saves, tmp_path, write_preset_file):
     root = tmp_path / "runs"
     process = rltui_process("train", str(write_preset_file("trpo")), "--headless", "--saves", str(root),
                             "--set", "train.seed=9", *LONG_RUN, cwd=tmp_path)
@@ -240,8 +241,18 @@ async def test_a_live_run_is_listed_live_opened_attached_and_left_going(saves, t
             await pilot.press("q")
             await until(pilot, lambda: app.screen is screen, what="back to the list")
             assert not dashboard.control.connected  # detached: its connection closed
+            assert process.poll() is None and alive(process.pid)  # the run goes on
+
+            await pilot.press("enter", "Q")  # again, and stop it this time
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+            await pilot.press("y")
+            assert process.wait(timeout=60) == 0
+            await until(pilot, lambda: isinstance(app.screen, ListedRunDashboard)
+                        and app.screen.history.status().state is RunState.FINISHED, what="the run's end shown")
             await pilot.press("q")
-        assert process.poll() is None and alive(process.pid)  # the run goes on
+            await until(pilot, lambda: next(r for r in screen.runs if r.seed == 9).state == STOPPED,
+                        what="the list saying it stopped")
+            await pilot.press("q")
     finally:
         process.kill()
         process.wait()

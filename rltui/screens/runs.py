@@ -48,6 +48,9 @@ SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 GROUP_PREFIX = "group:"  # row keys of group header rows; a run's row key is its run directory
 STATE_STYLES = {LIVE: "bold green", FINISHED: "blue", STOPPED: "yellow", FAILED: "bold red", KILLED: "magenta"}
 LIVE_ORDER = (LIVE, FAILED, KILLED, STOPPED, FINISHED)  # what `state` sorts by
+HELP_FOOT = ("States: ● live (its own state), finished, stopped (before total_steps; resume continues it), "
+             "failed, killed (the log ends without a final state). A group's header shows the mean ± std "
+             "of its runs' last evaluations. Esc closes.")
 
 
 # ---- cells ------------------------------------------------------------------------------------
@@ -446,8 +449,8 @@ class RunsScreen(Screen[None]):
     watch_grouped = watch_filter_text = _rows_changed
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(help_rows(self.BINDINGS, self.app.get_key_display), title="runs keys",
-                                        foot="Enter on a group's header compares its runs. Esc closes."))
+        rows = help_rows([*RunsTable.BINDINGS, *self.BINDINGS], self.app.get_key_display)
+        self.app.push_screen(HelpScreen(rows, title="runs keys", foot=HELP_FOOT))
 
     def action_leave(self) -> None:
         self.post_message(self.LeaveRequested())
