@@ -165,6 +165,11 @@ async def _until(pilot, predicate, timeout: float = 20.0, what: str = "condition
         await pilot.pause(0.05)
 
 
+async def _shows(pilot, app: RlTuiApp, text: str) -> None:
+    """Wait until the terminal shows `text` (the view draws on its next refresh)."""
+    await _until(pilot, lambda: text in screen_text(app), what=f"{text!r} on screen")
+
+
 def _loaded(screen: CompareScreen) -> bool:
     return all(run.history.status().state.is_final for run in screen.runs)
 
@@ -181,18 +186,20 @@ async def test_keys_group_band_axis_smoothing_pages_zoom_log_and_leave(tmp_path)
         assert isinstance(screen, CompareScreen)
         await _until(pilot, lambda: _loaded(screen), what="the logs")
         await pilot.pause(0.2)
-        text = screen_text(app)
-        assert "compare 3 runs · x: env steps · ema 0.6 · metrics 1-4 of 14" in text
-        assert "tiny-mpo-s0" in text and "tiny-mpo-s1" in text and "tiny-trpo-s0 (failed)" in text
+        await _shows(pilot, app, "compare 3 runs · x: env steps · ema 0.6 · metrics 1-4 of 14")
+        for name in ("tiny-mpo-s0", "tiny-mpo-s1", "tiny-trpo-s0 (failed)"):
+            await _shows(pilot, app, name)
         evals = _chart(screen, 1)
         assert evals.metric_title == "Returns: eval" and len(evals.curves) == 3
         assert screen.check_action("toggle_band", ()) is None  # greyed out until grouped
 
         await pilot.press("g")
         await pilot.pause(0.1)
-        assert "mean per group of seeds, band min–max" in screen_text(app)
-        assert "tiny-mpo (2 runs)" in screen_text(app)
+        await _shows(pilot, app, "mean per group of seeds, band min–max")
+        await _shows(pilot, app, "tiny-mpo (2 runs)")
         assert [c.key for c in evals.curves] == ["tiny-mpo", "tiny-trpo"]
+        trpo_run = next(r.run for r in screen.runs if r.run.group == "tiny-trpo")
+        assert screen.group_styles["tiny-trpo"] == screen.run_styles[trpo_run.key]  # a group of one: its run's look
         mpo_mean = evals.curves[0]
         # The recorded evaluations of seeds 0 and 1 are a known curve: the mean at each step is theirs.
         steps = mpo_mean.x
@@ -202,25 +209,25 @@ async def test_keys_group_band_axis_smoothing_pages_zoom_log_and_leave(tmp_path)
         np.testing.assert_allclose(mpo_mean.hi[-1] - mpo_mean.lo[-1], abs(curve("mpo", 4000, 0) - curve("mpo", 4000, 1)))
         await pilot.press("b")
         await pilot.pause(0.1)
-        assert "band ±std" in screen_text(app)
+        await _shows(pilot, app, "band ±std")
 
         await pilot.press("x")
         await pilot.pause(0.1)
-        assert "x: running time" in screen_text(app)
+        await _shows(pilot, app, "x: running time")
         # MPO is recorded at 50 steps/s: 4000 steps end 80 s after the start, TRPO's 3000 at 15 s.
         assert evals.curves[0].x[-1] == pytest.approx(80.0)
-        assert "1:20" in screen_text(app)
+        await _shows(pilot, app, "1:20")
         await pilot.press("g", "x")
 
         await pilot.press("s")
         await pilot.pause(0.1)
-        assert "ema 0.9" in screen_text(app)
+        await _shows(pilot, app, "ema 0.9")
         await pilot.press("right_square_bracket")
         await pilot.pause(0.1)
-        assert "metrics 5-8 of 14" in screen_text(app)
+        await _shows(pilot, app, "metrics 5-8 of 14")
         await pilot.press("right_square_bracket", "right_square_bracket", "right_square_bracket")
         await pilot.pause(0.1)
-        assert "metrics 1-4 of 14" in screen_text(app)  # round again
+        await _shows(pilot, app, "metrics 1-4 of 14")  # round again
 
         await pilot.press("3")
         await pilot.pause(0.1)

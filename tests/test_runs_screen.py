@@ -64,6 +64,11 @@ async def opened(pilot, app: RlTuiApp, count: int) -> RunsScreen:
     return app.screen
 
 
+async def shows(pilot, app: RlTuiApp, text: str) -> None:
+    """Wait until the terminal shows `text` (the views draw on their next refresh)."""
+    await until(pilot, lambda: text in " ".join(screen_text(app).split()), what=f"{text!r} on screen")
+
+
 def names(screen: RunsScreen) -> list[str]:
     return [row.runs[0].name if not row.key.startswith(GROUP_PREFIX) else row.key for row in screen.rows]
 
@@ -98,8 +103,7 @@ async def test_the_table_shows_each_run_as_its_summary_says(saves):
             best = "–" if run.best_eval is None else f"{max(run.eval_curve.returns):.1f}"
             assert (row[7], row[8]) == (last, best)
             assert len(row[10]) == len(run.eval_curve.returns)  # one block per evaluation (a few here)
-        text = screen_text(app)
-        assert f"runs under {saves} · 4 runs" in text
+        await shows(pilot, app, f"runs under {saves} · 4 runs")
         await pilot.press("q")
         await until(pilot, lambda: not app.is_running, what="the app to leave")
 
@@ -113,7 +117,7 @@ async def test_sort_by_key_and_by_header_click_filter_and_grouping(saves):
         await pilot.press("s")  # name -> algo
         assert screen.sort_column == "algo"
         assert [expected[n].algo for n in names(screen)] == ["mpo", "trpo", "trpo", "trpo"]
-        assert "algo ▲" in screen_text(app)
+        await shows(pilot, app, "algo ▲")
         await pilot.press("S")
         assert [expected[n].algo for n in names(screen)] == ["trpo", "trpo", "trpo", "mpo"]
 
@@ -133,14 +137,14 @@ async def test_sort_by_key_and_by_header_click_filter_and_grouping(saves):
         await pilot.press("slash", *"fail")
         await pilot.pause()
         assert [expected[n].state for n in names(screen)] == [FAILED]
-        assert "filter “fail”: 1 shown" in screen_text(app)
+        await shows(pilot, app, "filter “fail”: 1 shown")
         await pilot.press("enter")  # keeps the filter, back in the table
         assert isinstance(app.focused, RunsTable) and len(screen.rows) == 1
         await pilot.press("escape")
         assert len(screen.rows) == 4 and screen.filter_text == ""
         await pilot.press("slash", *"nothing-like-this")
         await pilot.pause()
-        assert "no run matches the filter" in screen_text(app)
+        await shows(pilot, app, "no run matches the filter")
         await pilot.press("escape")
 
         await pilot.press("g")
@@ -150,7 +154,7 @@ async def test_sort_by_key_and_by_header_click_filter_and_grouping(saves):
         lasts = [r.last_eval for r in members]
         shown = str(screen.query_one(RunsTable).get_row(header.key)[7])
         assert shown == f"{statistics.mean(lasts):.1f} ± {statistics.stdev(lasts):.1f}"
-        assert "tiny-trpo · 3 runs" in screen_text(app)
+        await shows(pilot, app, "tiny-trpo · 3 runs")
         await pilot.press("g")
         assert not any(row.key.startswith(GROUP_PREFIX) for row in screen.rows)
 
@@ -200,7 +204,7 @@ async def test_enter_opens_a_finished_run_read_only_and_q_comes_back_to_the_same
         assert dashboard.read_only
         await until(pilot, lambda: dashboard.history.status().state is RunState.FAILED, what="its history")
         assert dashboard.history.status().step == failed.step
-        assert "boom in update" in screen_text(app)
+        await shows(pilot, app, "boom in update")
         await pilot.press("q")
         await until(pilot, lambda: app.screen is screen, what="back to the list")
         assert dashboard.stop_following.is_set()
@@ -223,7 +227,8 @@ async def test_a_live_run_is_listed_live_attached_left_going_then_stopped_from_t
             screen = await opened(pilot, app, 5)
             live = next(r for r in screen.runs if r.state == LIVE)
             assert live.pid == process.pid and live.seed == 9
-            assert "● running" in screen_text(app) and "(1 live)" in screen_text(app)
+            await shows(pilot, app, "● running")
+            await shows(pilot, app, "(1 live)")
             screen.query_one(RunsTable).move_cursor(row=names(screen).index(live.name))
             step = live.step
             await until(pilot, lambda: next(r for r in screen.runs if r.state == LIVE).step > step,
@@ -292,9 +297,7 @@ async def test_an_empty_directory_says_so_and_the_picker_opens_the_browser(tmp_p
         assert isinstance(app.screen, PickerScreen)
         await pilot.press("ctrl+r")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded, what="the browser")
-        await pilot.pause()
-        text = " ".join(screen_text(app).split())  # (the message wraps)
-        assert f"no runs under {tmp_path / 'empty'} yet: start one with `rltui train PRESET`" in text
+        await shows(pilot, app, f"no runs under {tmp_path / 'empty'} yet: start one with `rltui train PRESET`")
         assert app.screen.check_action("compare", ()) is None and app.screen.check_action("mark", ()) is None
         await pilot.press("q")
         await until(pilot, lambda: isinstance(app.screen, PickerScreen), what="back to the picker")

@@ -101,8 +101,16 @@ class CompareScreen(Screen[None]):
         self._title = ""
         self._stop_following = threading.Event()
         self.run_styles = assign_styles(run.run.key for run in self.runs)
-        groups = {self._group_of(run.run) for run in self.runs}
-        self.group_styles = assign_styles(groups)
+        self.group_styles = self._group_styles()
+
+    def _group_styles(self) -> dict[str, RunStyle]:
+        """Each group's look: a group of one run looks like that run (it is the same line)."""
+        members: dict[str, list[str]] = {}
+        for run in self.runs:
+            members.setdefault(self._group_of(run.run), []).append(run.run.key)
+        style_keys = {group: keys[0] if len(keys) == 1 else group for group, keys in members.items()}
+        styles = assign_styles(style_keys.values())
+        return {group: styles[key] for group, key in style_keys.items()}
 
     @staticmethod
     def _group_of(run: ComparedRun) -> str:
@@ -254,6 +262,9 @@ class CompareScreen(Screen[None]):
 
     # ---- keys -------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "zoom":  # a chart with nothing to show on this page cannot be maximised
+            index = self.page * CHARTS + int(str(parameters[0])) - 1 if parameters else 0
+            return True if index < len(self.metrics) else None
         if action == "toggle_band":
             return True if self.grouped else None
         if action == "page":

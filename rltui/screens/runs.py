@@ -274,6 +274,7 @@ class RunsScreen(Screen[None]):
 
     def show_runs(self, runs: list[RunSummary]) -> None:
         self.runs = runs
+        self.marked &= {str(run.run_dir) for run in runs}  # a run deleted since it was marked
         self.loaded = True
         self._rebuild()
 
