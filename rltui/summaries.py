@@ -421,6 +421,7 @@ class _Entry:
     sweep: str | None = None
     trial: str | None = None
     summary: RunSummary | None = None  # built from the above (not cached on disk); None once they change
+    cached_json: str | None = None  # the entry as the cache file holds it; None once it changes
 
     def update(self, run_dir: Path) -> bool:
         """Bring the entry up to date with the run's files; True when anything changed."""
@@ -644,7 +645,7 @@ class RunIndex:
                     self._dirty.add(os.path.abspath(root))
                 if entry.update(run_dir):
                     self._dirty.add(os.path.abspath(root))
-                    entry.summary = None
+                    entry.summary = entry.cached_json = None
                 current[key] = (run_dir, entry)
             for key in list(self._entries):
                 if key not in current:
@@ -744,19 +745,22 @@ class RunIndex:
         now = time.monotonic()
         if now - self._last_save < CACHE_SAVE_INTERVAL_S:
             return
-        by_root: dict[str, dict[str, Any]] = {root: {} for root in self._dirty}
+        by_root: dict[str, list[str]] = {root: [] for root in self._dirty}
         for root, run_dir in found:
             runs = by_root.get(os.path.abspath(root))
             if runs is not None:
                 key = os.path.abspath(run_dir)
-                runs[key] = self._entries[key].to_json()
+                entry = self._entries[key]
+                if entry.cached_json is None:
+                    entry.cached_json = json.dumps(entry.to_json(), separators=(",", ":"))
+                runs.append(f"{json.dumps(key)}:{entry.cached_json}")
         for root_key, runs in by_root.items():
             path = self._cache_file(root_key)
             assert path is not None
-            try:
-                header = {"version": CACHE_VERSION, "root": root_key, "byteorder": sys.byteorder}
-                _write_atomic(path, json.dumps({**header, "runs": runs}, separators=(",", ":")).encode())
-            except (OSError, ValueError):
+            header = json.dumps({"version": CACHE_VERSION, "root": root_key, "byteorder": sys.byteorder})
+            try:  # (the header's closing brace makes way for the runs)
+                _write_atomic(path, f'{header[:-1]}, "runs": {{{",".join(runs)}}}}}'.encode())
+            except OSError:
                 continue  # a cache that cannot be written is only slower next time
         self._dirty.clear()
         self._last_save = now
