@@ -800,7 +800,8 @@ def _summary(run_dir: Path, entry: _Entry) -> RunSummary:
     finite = list(filter(math.isfinite, fold.eval_means))
     recent = [r for _, r in fold.episodes if math.isfinite(r)]
     return RunSummary(
-        run_dir=run_dir, name=run_dir.name, algo=fold.algo or info.algo, env_id=fold.env_id or info.env_id,
+        run_dir=run_dir, name=os.path.basename(os.path.abspath(run_dir)), algo=fold.algo or info.algo,
+        env_id=fold.env_id or info.env_id,
         seed=info.seed, preset=info.name or fold.name, group="", sweep=entry.sweep, trial=entry.trial,
         state=state, live_state=None, step=step, total_steps=total_steps,
         last_eval=fold.eval_means[-1] if fold.eval_means and math.isfinite(fold.eval_means[-1]) else None,
