@@ -43,6 +43,7 @@ and its directory is locked by a process or holds a socket.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -53,13 +54,14 @@ import stat
 import sys
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rltui.events import EpisodeFinished, ErrorRaised, EvalResult, Event, RunStarted, RunState, StateChanged
+from rltui.events import MAX_INT, EpisodeFinished, ErrorRaised, EvalResult, Event, RunStarted, RunState, StateChanged
 from rltui.runlog import LOG_NAME, MAX_LINE_BYTES, parse_event_line
 
 if sys.version_info >= (3, 11):
@@ -94,6 +96,7 @@ UNGROUPED_SECTIONS = ("checkpoint.",)
 # A line written any other way is parsed, so this is only a shortcut.
 _SKIPPED_PREFIXES = (b'{"event":"update"', b'{"event":"checkpoint"', b'{"event":"warning"')
 _EPISODE_PREFIX = b'{"event":"episode"'
+_EVAL_PREFIX = b'{"event":"eval"'
 
 
 # ------------------------------------------------------------------------------------- summaries
@@ -215,12 +218,16 @@ class _Fold:
     last_time: float | None = None
     earlier_s: float = 0.0
     sessions: int = 0
-    evals: list[tuple[int, float, float]] = field(default_factory=list)
-    episodes: list[tuple[int, float]] = field(default_factory=list)
+    # the evaluation curve, as arrays: cached as their bytes (a long run has thousands of points)
+    eval_steps: array[int] = field(default_factory=lambda: array("q"))
+    eval_means: array[float] = field(default_factory=lambda: array("d"))
+    eval_stds: array[float] = field(default_factory=lambda: array("d"))
+    episodes: list[tuple[int, float]] = field(default_factory=list)  # (step, return) of the last ones
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["evals"] = [[s, _nan_to_none(m), _nan_to_none(d)] for s, m, d in self.evals]
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("eval_steps", "eval_means", "eval_stds"):
+            out[name] = base64.b64encode(out[name].tobytes()).decode("ascii")
         out["episodes"] = [[s, _nan_to_none(r)] for s, r in self.episodes]
         return out
 
@@ -234,11 +241,14 @@ class _Fold:
             started=_optional_float(data["started"]), session_start=_optional_float(data["session_start"]),
             last_time=_optional_float(data["last_time"]), earlier_s=_float(data["earlier_s"]),
             sessions=_typed(data["sessions"], int),
-            evals=[(_typed(s, int), _float(m), _float(d)) for s, m, d in data["evals"]],
+            eval_steps=_array("q", data["eval_steps"]), eval_means=_array("d", data["eval_means"]),
+            eval_stds=_array("d", data["eval_stds"]),
             episodes=[(_typed(s, int), _float(r)) for s, r in data["episodes"]],
         )
         if fold.state is not None:
             RunState(fold.state)
+        if not len(fold.eval_steps) == len(fold.eval_means) == len(fold.eval_stds):
+            raise ValueError("evaluation curve of mismatched lengths")
         return fold
 
     # ---- folding
@@ -254,6 +264,12 @@ class _Fold:
                 episodes.append(line)
                 previous = line
                 continue
+            if line.startswith(_EVAL_PREFIX):
+                point = _eval_point(line)
+                if point is not None:
+                    self._add_eval(*point)
+                    previous = line
+                    continue
             event = _parse(line)
             if event is None:
                 continue
@@ -285,7 +301,8 @@ class _Fold:
         if self.session_start is not None and self.last_time is not None:
             self.earlier_s += max(self.last_time - self.session_start, 0.0)
         if event.step < self.step:  # a resume from an earlier checkpoint: the steps after it never happened
-            self.evals = [e for e in self.evals if e[0] <= event.step]
+            kept = next((i for i, s in enumerate(self.eval_steps) if s > event.step), len(self.eval_steps))
+            del self.eval_steps[kept:], self.eval_means[kept:], self.eval_stds[kept:]
             self.episodes = [e for e in self.episodes if e[0] <= event.step]
         finite_time = event.time if math.isfinite(event.time) else None
         self.session_start = finite_time
@@ -305,15 +322,22 @@ class _Fold:
                 self.message = event.message
             self.state = event.state.value
         elif isinstance(event, EvalResult):
-            # (evaluation mode streams single episodes while the state is "evaluating": not a curve point)
-            if event.deterministic and self.state != RunState.EVALUATING.value:
-                self.evals.append((event.step, event.return_mean, event.return_std))
+            self._add_eval(event.step, event.time, event.return_mean, event.return_std, event.deterministic)
         elif isinstance(event, ErrorRaised):
             self.message = event.message
 
+    def _add_eval(self, step: int, time: float, mean: float, std: float, deterministic: bool) -> None:
+        self.step = step
+        self._saw_time(time)
+        # (evaluation mode streams single episodes while the state is "evaluating": not a curve point)
+        if deterministic and self.state != RunState.EVALUATING.value:
+            self.eval_steps.append(step)
+            self.eval_means.append(mean)
+            self.eval_stds.append(std)
+
     def _saw_time(self, value: float) -> None:
         if math.isfinite(value):
-            self.last_time = value if self.last_time is None else max(self.last_time, value)
+            self.last_time = value
 
     @property
     def wall_s(self) -> float:
@@ -327,6 +351,30 @@ def _parse(line: bytes) -> Event | None:
         return parse_event_line(line)
     except ValueError:
         return None
+
+
+def _eval_point(line: bytes) -> tuple[int, float, float, float, bool] | None:
+    """(step, time, return_mean, return_std, deterministic) of an evaluation's line as the run log
+    writes it (the one frequent line a summary needs), without building its event; None for
+    anything else (null values, missing fields, wrong types), which `parse_event_line` then judges.
+    Accepts only lines `parse_event_line` accepts, with the same values."""
+    try:
+        p = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if type(p) is not dict or p.get("event") != "eval":
+        return None
+    try:
+        step, time_, mean, std, length, episodes = (p["step"], p["time"], p["return_mean"], p["return_std"],
+                                                   p["length_mean"], p["episodes"])
+    except KeyError:
+        return None
+    returns, deterministic = p.get("returns", []), p.get("deterministic", True)
+    if (type(step) is int and type(episodes) is int and 0 <= step <= MAX_INT and 0 <= episodes <= MAX_INT
+            and type(deterministic) is bool and type(returns) is list
+            and {type(time_), type(mean), type(std), type(length), *map(type, returns)} == {float}):
+        return step, time_, mean, std, deterministic
+    return None
 
 
 # ----------------------------------------------------------------------------- one run's entry
@@ -372,6 +420,8 @@ class _Entry:
     meta: FileIdentity | None = None
     sweep: str | None = None
     trial: str | None = None
+    summary: RunSummary | None = None  # built from the above (not cached on disk); None once they change
+    cached_json: str | None = None  # the entry as the cache file holds it; None once it changes
 
     def update(self, run_dir: Path) -> bool:
         """Bring the entry up to date with the run's files; True when anything changed."""
@@ -567,15 +617,17 @@ class RunIndex:
     Safe to call from one thread at a time per index (refresh holds a lock).
     """
 
-    def __init__(self, roots: Iterable[Path], cache: Path | None = None, *, use_cache: bool = True,
-                 probe_timeout: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(self, roots: Iterable[str | os.PathLike[str]], cache: str | os.PathLike[str] | None = None, *,
+                 use_cache: bool = True, probe_timeout: float = PROBE_TIMEOUT_S) -> None:
         self.roots = [Path(r) for r in roots]
-        self.cache_dir = (cache if cache is not None else default_cache_dir()) if use_cache else None
+        self.cache_dir = (Path(cache) if cache is not None else default_cache_dir()) if use_cache else None
         self.probe_timeout = probe_timeout
         self._entries: dict[str, _Entry] = {}  # by the run directory's absolute path
         self._loaded_roots: set[str] = set()
         self._dirty: set[str] = set()  # roots whose cache file is out of date
         self._last_save = -math.inf
+        self._groups: dict[str, str] = {}  # by run, as assign_groups last gave them
+        self._group_signature: tuple[Any, ...] = ()
         self._lock = threading.Lock()
 
     def refresh(self) -> list[RunSummary]:
@@ -593,6 +645,7 @@ class RunIndex:
                     self._dirty.add(os.path.abspath(root))
                 if entry.update(run_dir):
                     self._dirty.add(os.path.abspath(root))
+                    entry.summary = entry.cached_json = None
                 current[key] = (run_dir, entry)
             for key in list(self._entries):
                 if key not in current:
@@ -600,9 +653,28 @@ class RunIndex:
                     self._dirty.update(self._loaded_roots)
             live = self._probe([(run_dir, entry) for run_dir, entry in current.values()
                                 if entry.fold.state is None or not RunState(entry.fold.state).is_final])
-            summaries = [_summary(run_dir, entry, live.get(key)) for key, (run_dir, entry) in current.items()]
+            summaries = self._update_summaries(current)
             self._save_cache(found)
-            return sorted(assign_groups(summaries), key=lambda s: str(s.run_dir))
+            out = [_with_live(s, live[key]) if key in live else s for key, s in summaries.items()]
+            return sorted(out, key=lambda s: str(s.run_dir))
+
+    def _update_summaries(self, current: dict[str, tuple[Path, _Entry]]) -> dict[str, RunSummary]:
+        """Each run's summary, its group included, by key; only those whose files changed are built
+        again, and the groups only when a run came, went, or changed its preset or sweep."""
+        summaries: dict[str, RunSummary] = {}
+        for key, (run_dir, entry) in current.items():
+            if entry.summary is None or entry.summary.run_dir != run_dir:
+                entry.summary = _summary(run_dir, entry)
+            summaries[key] = entry.summary
+        signature = tuple((key, entry.preset, entry.meta, summaries[key].preset) for key, (_, entry) in current.items())
+        if signature != self._group_signature:
+            grouped = assign_groups(list(summaries.values()))
+            self._groups = {key: s.group for key, s in zip(summaries, grouped, strict=True)}
+            self._group_signature = signature
+        for key, (_, entry) in current.items():
+            if summaries[key].group != self._groups[key]:
+                summaries[key] = entry.summary = dataclasses.replace(summaries[key], group=self._groups[key])
+        return summaries
 
     # ---- live runs
     def _probe(self, candidates: list[tuple[Path, _Entry]]) -> dict[str, _Live]:
@@ -652,7 +724,7 @@ class RunIndex:
             return
         try:
             data = json.loads(path.read_bytes())
-            if data.get("version") != CACHE_VERSION or data.get("root") != root:
+            if (data.get("version"), data.get("root"), data.get("byteorder")) != (CACHE_VERSION, root, sys.byteorder):
                 return
             runs = data["runs"]
             if not isinstance(runs, dict):
@@ -673,19 +745,22 @@ class RunIndex:
         now = time.monotonic()
         if now - self._last_save < CACHE_SAVE_INTERVAL_S:
             return
-        by_root: dict[str, dict[str, Any]] = {root: {} for root in self._dirty}
+        by_root: dict[str, list[str]] = {root: [] for root in self._dirty}
         for root, run_dir in found:
             runs = by_root.get(os.path.abspath(root))
             if runs is not None:
                 key = os.path.abspath(run_dir)
-                runs[key] = self._entries[key].to_json()
+                entry = self._entries[key]
+                if entry.cached_json is None:
+                    entry.cached_json = json.dumps(entry.to_json(), separators=(",", ":"))
+                runs.append(f"{json.dumps(key)}:{entry.cached_json}")
         for root_key, runs in by_root.items():
             path = self._cache_file(root_key)
             assert path is not None
-            try:
-                _write_atomic(path, json.dumps({"version": CACHE_VERSION, "root": root_key, "runs": runs},
-                                               separators=(",", ":")).encode())
-            except (OSError, ValueError):
+            header = json.dumps({"version": CACHE_VERSION, "root": root_key, "byteorder": sys.byteorder})
+            try:  # (the header's closing brace makes way for the runs)
+                _write_atomic(path, f'{header[:-1]}, "runs": {{{",".join(runs)}}}}}'.encode())
+            except OSError:
                 continue  # a cache that cannot be written is only slower next time
         self._dirty.clear()
         self._last_save = now
@@ -710,35 +785,37 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _summary(run_dir: Path, entry: _Entry, live: _Live | None) -> RunSummary:
+def _summary(run_dir: Path, entry: _Entry) -> RunSummary:
+    """The summary of what the run's files say (a log without a final state reads as killed;
+    `_with_live` then makes it live when its process answers)."""
     fold, info = entry.fold, entry.preset_info
     total_steps = fold.total_steps or info.total_steps
     step = fold.step
-    if live is not None:
-        state, live_state = LIVE, live.state
-        step = live.step if live.step is not None else step
-    elif fold.state == RunState.FAILED.value:
-        state, live_state = FAILED, None
+    if fold.state == RunState.FAILED.value:
+        state = FAILED
     elif fold.state == RunState.FINISHED.value:
-        state, live_state = (FINISHED if step >= total_steps else STOPPED), None
+        state = FINISHED if step >= total_steps else STOPPED
     else:
-        state, live_state = KILLED, None
-    finite = [m for _, m, _ in fold.evals if math.isfinite(m)]
+        state = KILLED
+    finite = list(filter(math.isfinite, fold.eval_means))
     recent = [r for _, r in fold.episodes if math.isfinite(r)]
     return RunSummary(
-        run_dir=run_dir, name=run_dir.name, algo=fold.algo or info.algo, env_id=fold.env_id or info.env_id,
+        run_dir=run_dir, name=os.path.basename(os.path.abspath(run_dir)), algo=fold.algo or info.algo,
+        env_id=fold.env_id or info.env_id,
         seed=info.seed, preset=info.name or fold.name, group="", sweep=entry.sweep, trial=entry.trial,
-        state=state, live_state=live_state, step=step, total_steps=total_steps,
-        last_eval=fold.evals[-1][1] if fold.evals and math.isfinite(fold.evals[-1][1]) else None,
+        state=state, live_state=None, step=step, total_steps=total_steps,
+        last_eval=fold.eval_means[-1] if fold.eval_means and math.isfinite(fold.eval_means[-1]) else None,
         best_eval=max(finite) if finite else None,
-        eval_curve=EvalCurve(tuple(s for s, _, _ in fold.evals), tuple(m for _, m, _ in fold.evals),
-                             tuple(d for _, _, d in fold.evals)),
+        eval_curve=EvalCurve(tuple(fold.eval_steps), tuple(fold.eval_means), tuple(fold.eval_stds)),
         recent_return=sum(recent) / len(recent) if recent else None,
         started=fold.started, wall_s=fold.wall_s, sessions=fold.sessions,
-        pid=live.pid if live is not None else None,
-        message=entry.read_problem or fold.message,
-        config=tuple(sorted(info.config.items())),
+        pid=None, message=entry.read_problem or fold.message, config=tuple(sorted(info.config.items())),
     )
+
+
+def _with_live(summary: RunSummary, live: _Live) -> RunSummary:
+    return dataclasses.replace(summary, state=LIVE, live_state=live.state, pid=live.pid,
+                               step=live.step if live.step is not None else summary.step)
 
 
 # ------------------------------------------------------------------------------------- groups
@@ -918,6 +995,13 @@ def _file_identity(value: Any) -> FileIdentity | None:
     if not isinstance(value, list) or len(value) != 4:
         raise TypeError("expected a file identity")
     return (_typed(value[0], int), _typed(value[1], int), _typed(value[2], int), _typed(value[3], int))
+
+
+def _array(typecode: str, text: Any) -> array[Any]:
+    """An array cached as the base64 of its bytes (machine byte order: the cache is per machine)."""
+    values = array(typecode)
+    values.frombytes(base64.b64decode(_typed(text, str), validate=True))
+    return values
 
 
 def _tuples(value: Any) -> Any:
