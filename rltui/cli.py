@@ -533,16 +533,16 @@ class HeadlessProgress:
         status = self.history.status()
         total_steps = status.total_steps or self.total_steps
         step = max(status.step, self.start_step)
-        rate = status.steps_per_s if status.steps_per_s is not None and status.steps_per_s > 0 else 0.0
+        rate = status.steps_per_s
         parts = [f"step {step:,}/{total_steps:,} ({100 * min(step / max(total_steps, 1), 1):.0f}%)",
-                 f"{rate:,.0f} steps/s"]
+                 f"{rate:,.0f} steps/s" if rate is not None else "– steps/s"]
         returns = self.history.recent(self._returns, self.RECENT_RETURNS)
         if returns:
             parts.append(f"return {sum(returns) / len(returns):.1f} (last {len(returns)})")
         if status.last_eval is not None:
             parts.append(f"eval {status.last_eval.return_mean:.1f}")
-        if rate > 0 and step < total_steps:
-            parts.append(f"ETA {_duration((total_steps - step) / rate)}")
+        if status.eta_s is not None:
+            parts.append(f"ETA {_duration(status.eta_s)}")
         return " | ".join(parts)
 
     def _draw(self, step: int) -> None:
