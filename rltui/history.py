@@ -51,6 +51,7 @@ MAX_SERIES = 512  # distinct metric names kept (a real run has a few dozen); mor
 LOG_TEXT_LIMIT = 1000  # characters of one log line
 NAME_LIMIT = 200  # characters of a run's name, env id, device, run dir, metric name
 RECENT_POINTS = 32  # raw values of each series kept as they are (e.g. the last 10 returns)
+SYSTEM_PREFIX = "sys/"  # the system metrics' names (rltui.system)
 RATE_WINDOW_S = 10.0  # steps/s and updates/s are measured over the last this many seconds of training
 MIN_RATE_SPAN_S = 1.0  # and not before the window spans this much (a rate over 0.1 s is noise)
 
@@ -211,6 +212,7 @@ class StatusSnapshot:
     last_eval: EvalResult | None = None
     error: str | None = None  # the latest ErrorRaised message
     eta_s: float | None = None  # seconds to total_steps at the training rate; None while unknown
+    system: Mapping[str, float] = field(default_factory=dict)  # the latest "sys/..." metrics (rltui.system)
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has been running, over all its sessions, up to `now` or its last event."""
@@ -493,6 +495,7 @@ class MetricsHistory:
                 last_eval=st.last_eval,
                 error=st.error,
                 eta_s=eta_s,
+                system={k: v for k, v in st.latest.items() if k.startswith(SYSTEM_PREFIX)},
             )
 
     def _rates(self) -> tuple[float | None, float | None, float | None]:

@@ -77,6 +77,7 @@ from rltui.resume import ResumeError, check_resume
 from rltui.rollout import RolloutError
 from rltui.rundir import RunLock, write_preset
 from rltui.runlog import LOG_NAME, RunLogWriter
+from rltui.system import SystemSampler
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ class _MetricsWindow:
     UpdateMetrics events.
     """
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, system: SystemSampler | None = None) -> None:
+        self.system = system  # CPU, memory and GPU use, added at most once a second
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.updates = 0
@@ -153,6 +155,8 @@ class _MetricsWindow:
         metrics["perf/updates_per_s"] = (self.updates - self.start_updates) / elapsed
         metrics["train/skipped_updates"] = float(skipped_total)
         metrics["env/steps"] = float(step)
+        if self.system is not None and self.system.due():
+            metrics.update(self.system.sample())
         event = UpdateMetrics(step=step, updates=self.updates, metrics=metrics)
         self.sums, self.counts, self.updates, self.episode_returns = {}, {}, 0, []
         self.emitted_at = time.monotonic()
@@ -237,7 +241,7 @@ class Engine:
         if resume:
             self._restore()
         write_preset(self.run_dir, preset)
-        self._window = _MetricsWindow(self.step)
+        self._window = _MetricsWindow(self.step, SystemSampler(str(self.device)))
 
     @property
     def step(self) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from rich.text import Text
 from textual.widget import Widget
 
 from rltui.events import RunState
 from rltui.history import StatusSnapshot
+from rltui.system import CPU_PERCENT, GPU_MEM_MB, GPU_PERCENT, RSS_MB
 from rltui.widgets.line_chart import format_value
 
 SILENT_S = 30.0  # a running run that logged nothing for this long shows no rates
@@ -38,6 +39,23 @@ def format_update_rate(updates_per_s: float | None) -> str:
     if 0 < updates_per_s < 1:
         return f"{1 / updates_per_s:.1f} s/upd"
     return f"{format_value(updates_per_s)} upd/s"
+
+
+def format_system(system: Mapping[str, float]) -> str:
+    """"CPU 98%  RAM 1.2G  GPU 45% 3.1G" from the "sys/..." metrics there are (rltui.system)."""
+    parts = []
+    if CPU_PERCENT in system:
+        parts.append(f"CPU {system[CPU_PERCENT]:.0f}%")
+    if RSS_MB in system:
+        parts.append(f"RAM {_mib(system[RSS_MB])}")
+    if GPU_PERCENT in system:
+        memory = f" {_mib(system[GPU_MEM_MB])}" if GPU_MEM_MB in system else ""
+        parts.append(f"GPU {system[GPU_PERCENT]:.0f}%{memory}")
+    return "  ".join(parts)
+
+
+def _mib(value: float) -> str:
+    return f"{value / 1024:.1f}G" if value >= 1024 else f"{value:.0f}M"
 
 
 def progress_bar(fraction: float, width: int) -> str:
@@ -96,6 +114,8 @@ class StatusBar(Widget):
             top.append(f" {status.message}", "red" if status.state is RunState.FAILED else "")
         if self._extra:
             top.append(f"  {self._extra}", "dim")
+        if not status.state.is_final and not self._silent(status) and status.system:
+            top.append(f"  {format_system(status.system)}", "dim")
 
         total = max(status.total_steps, 1)
         sps, ups, eta = status.steps_per_s, status.updates_per_s, status.eta_s
