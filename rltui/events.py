@@ -238,7 +238,12 @@ class UpdateMetrics(Event):
 
 @dataclass(frozen=True)
 class EvalResult(Event):
-    """Deterministic (or stochastic) evaluation episodes on separate environments."""
+    """Deterministic (or stochastic) evaluation episodes on separate environments.
+
+    `source` says why they ran: "scheduled" (every `[eval] interval` steps and at the end: the
+    run's evaluation curve), "requested" (an `evaluate` command) or "manual" (evaluation mode: one
+    event per episode, its own record, apart from the curve).
+    """
 
     kind: ClassVar[str] = "eval"
     return_mean: float
@@ -247,6 +252,10 @@ class EvalResult(Event):
     episodes: int
     returns: tuple[float, ...] = ()
     deterministic: bool = True
+    source: str = "scheduled"
+
+
+EVAL_SOURCES = ("scheduled", "requested", "manual")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from rltui.runlog import MetricsFollower
 
 TRAIN_RETURN = "train/episode_return"
 EVAL_RETURN = "eval/return_mean"
+MANUAL_RETURN = "eval/manual_return"  # evaluation-mode episodes, one point each (apart from the curve)
 MAX_SERIES = 512  # distinct metric names kept (a real run has a few dozen); more are dropped with one warning
 LOG_TEXT_LIMIT = 1000  # characters of one log line
 NAME_LIMIT = 200  # characters of a run's name, env id, device, run dir, metric name
@@ -242,6 +243,19 @@ class _Status:
     last_eval: EvalResult | None = None
     error: str | None = None
     rates: _RateWindow = field(default_factory=lambda: _RateWindow())
+    manual: _ManualSession = field(default_factory=lambda: _ManualSession())
+
+
+@dataclass
+class _ManualSession:
+    """The evaluation-mode episodes since it was switched on (summed up in one log line at its end)."""
+
+    returns: list[float] = field(default_factory=list)
+    step: int = 0
+
+    def add(self, event: EvalResult) -> None:
+        self.returns.extend(event.returns or (event.return_mean,))
+        self.step = event.step
 
 
 class _RateWindow:
@@ -395,6 +409,8 @@ class MetricsHistory:
         elif isinstance(event, StateChanged):
             if event.state is not st.state:
                 st.rates.restart()
+            if event.state is not RunState.EVALUATING:
+                self._close_manual_session(event.time)
             st.state = event.state
             st.message = event.message
             if event.state in (RunState.FINISHED, RunState.FAILED):
@@ -409,15 +425,19 @@ class MetricsHistory:
             st.rates.add(event.time, event.step, max(event.updates, 0))
             for name, value in event.metrics.items():
                 self._add(name, event.step, value)
+        elif isinstance(event, EvalResult) and event.source == "manual":
+            self._add(MANUAL_RETURN, event.step, event.return_mean)
+            st.manual.add(event)
         elif isinstance(event, EvalResult):
             st.last_eval = event
             self._add(EVAL_RETURN, event.step, event.return_mean)
             self._add("eval/return_std", event.step, event.return_std)
             self._add("eval/length_mean", event.step, event.length_mean)
             mode = "deterministic" if event.deterministic else "stochastic"
+            why = "requested, " if event.source == "requested" else ""
             self._log_add(
                 event.step, event.time, "info",
-                f"eval ({mode}, {event.episodes} ep): {event.return_mean:.1f} ± {event.return_std:.1f}",
+                f"eval ({why}{mode}, {event.episodes} ep): {event.return_mean:.1f} ± {event.return_std:.1f}",
             )
         elif isinstance(event, CheckpointSaved):
             st.last_checkpoint = event.path
@@ -428,9 +448,20 @@ class MetricsHistory:
             st.message = st.error = event.message
             self._log_add(event.step, event.time, "error", event.message)
 
+    def _close_manual_session(self, time: float) -> None:
+        """Evaluation mode ended: its episodes become one line of the event log."""
+        manual = self._status.manual
+        if manual.returns:
+            returns = np.array(manual.returns)
+            self._log_add(manual.step, time, "info",
+                          f"evaluation mode: {len(returns)} episode{'s' if len(returns) != 1 else ''}, "
+                          f"{returns.mean():.1f} ± {returns.std():.1f} (deterministic, at step {manual.step:,})")
+        manual.returns.clear()
+
     def _start_session(self, event: RunStarted) -> None:
         """A (resumed) session begins: close the previous one's time, go back to the event's step."""
         st = self._status
+        self._close_manual_session(event.time)
         if st.session_start_time is not None and st.last_time is not None:
             st.earlier_sessions_s += max(st.last_time - st.session_start_time, 0.0)
         st.session_start_time = event.time if math.isfinite(event.time) else None

@@ -282,3 +282,43 @@ def test_a_running_run_silent_for_long_shows_no_rates():
     assert not StatusBar(clock=lambda: 3.0 + SILENT_S)._silent(status)
     assert StatusBar(clock=lambda: 3.1 + SILENT_S)._silent(status)  # e.g. a watched run that was killed
     assert not StatusBar(clock=None)._silent(status)
+
+
+# ---- evaluation mode: its own record -------------------------------------------------------------
+
+
+def test_evaluation_mode_episodes_are_their_own_series_and_one_log_line_per_session():
+    from rltui.history import MANUAL_RETURN
+
+    history = MetricsHistory()
+    _rates_run(history)
+    scheduled = EvalResult(1000, return_mean=-900.0, return_std=5.0, length_mean=200, episodes=10, time=1.0)
+    history(scheduled)
+    history(StateChanged(1200, state=RunState.EVALUATING, time=2.0))
+    manual = [-150.0, -130.0, -170.0, -149.0]
+    for i, ret in enumerate(manual):
+        history(EvalResult(1200, return_mean=ret, return_std=0.0, length_mean=200, episodes=1, returns=(ret,),
+                           source="manual", time=3.0 + i))
+    assert history.status().last_eval == scheduled  # the run's evaluation is still the scheduled one
+    assert history.series(EVAL_RETURN).y.tolist() == [-900.0]  # no bar through the curve at step 1,200
+    assert history.series(MANUAL_RETURN).y.tolist() == manual
+    lines_before = [e.text for e in history.log_since(0)]
+    assert not any("-150.0" in line for line in lines_before)  # no line per episode
+    history(StateChanged(1200, state=RunState.PAUSED, time=8.0))  # evaluation mode off
+    history(StateChanged(1200, state=RunState.EVALUATING, time=9.0))  # and on again, with no episode
+    history(StateChanged(1200, state=RunState.RUNNING, time=10.0))
+    summaries = [e.text for e in history.log_since(0) if e.text.startswith("evaluation mode")]
+    mean, std = np.mean(manual), np.std(manual)
+    assert summaries == [f"evaluation mode: 4 episodes, {mean:.1f} ± {std:.1f} (deterministic, at step 1,200)"]
+    history(EvalResult(1500, return_mean=-800.0, return_std=1.0, length_mean=200, episodes=2,
+                       source="requested", time=11.0))
+    assert history.status().last_eval.step == 1500
+    assert [e.text for e in history.log_since(0)][-1] == "eval (requested, deterministic, 2 ep): -800.0 ± 1.0"
+
+
+def test_an_eval_event_of_an_older_log_without_a_source_is_scheduled():
+    from rltui.events import Event as AnyEvent
+
+    event = AnyEvent.from_json({"event": "eval", "step": 5, "time": 1.0, "return_mean": -1.0, "return_std": 0.0,
+                                "length_mean": 200.0, "episodes": 1})
+    assert isinstance(event, EvalResult) and event.source == "scheduled"

@@ -474,6 +474,7 @@ class Engine:
         self._emit(EvalResult(
             step=self.step, return_mean=summary.return_mean, return_std=summary.return_std,
             length_mean=summary.length_mean, episodes=len(summary.returns), returns=summary.returns,
+            source="scheduled" if pending.future is None else "requested",
         ))
         if pending.future is not None:
             _resolve(pending.future, Reply(True, f"evaluated {len(summary.returns)} episodes", {
@@ -495,7 +496,7 @@ class Engine:
         self.counters.stream_episodes += 1
         self._emit(EvalResult(
             step=self.step, return_mean=summary.return_mean, return_std=0.0, length_mean=summary.length_mean,
-            episodes=1, returns=summary.returns,
+            episodes=1, returns=summary.returns, source="manual",
         ))
 
     # ------------------------------------------------------------------ checkpoints

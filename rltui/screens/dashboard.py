@@ -33,7 +33,7 @@ from textual.widgets import Footer
 
 from rltui.commands import Checkpoint, Command, Pause, Reply, Resume, SetEvalMode
 from rltui.events import RunState
-from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory, StatusSnapshot
+from rltui.history import EVAL_RETURN, MANUAL_RETURN, TRAIN_RETURN, MetricsHistory, StatusSnapshot
 from rltui.screens.help import HelpScreen, help_rows
 from rltui.widgets.event_log import EventLog
 from rltui.widgets.inspect_chart import InspectChart
@@ -76,7 +76,8 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
     """The four charts for `algo` ("mpo" or "trpo"); `settings` is the preset's agent table."""
     returns = ChartSpec(
         "Returns",
-        (SeriesSpec(TRAIN_RETURN, "train", band=True), SeriesSpec(EVAL_RETURN, "eval", "second", smooth=False)),
+        (SeriesSpec(TRAIN_RETURN, "train", band=True), SeriesSpec(EVAL_RETURN, "eval", "second", smooth=False),
+         SeriesSpec(MANUAL_RETURN, "manual", "third", smooth=False, band=True)),
     )
     if algo.lower() == "mpo":
         return [
