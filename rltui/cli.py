@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_int_between(0, MAX_EVAL_SEED),
                           help="base seed (default: the run's seed, i.e. the episodes of its evaluations)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--video", type=_path_arg, metavar="FILE.mp4|FILE.gif",
+                          help="record the episodes' rendered frames (extra `video`; MuJoCo: MUJOCO_GL=egl or osmesa)")
 
     presets = commands.add_parser("presets", help="list the presets, or check preset files")
     presets.add_argument("--check", nargs="+", type=_path_arg, metavar="FILE", help="validate these files")
@@ -211,6 +213,7 @@ def _error_text(exc: Exception) -> str:
 _BAD_INPUT_ERRORS = {
     "rltui.checkpoint": "CheckpointError", "rltui.envs": "EnvError", "rltui.presets": "PresetError",
     "rltui.replay": "ReplayError", "rltui.resume": "ResumeError", "rltui.rundir": "RunLockedError",
+    "rltui.video": "VideoError",
 }
 
 
@@ -389,11 +392,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = "no such file or directory" if exc.errno == errno.ENOENT else (exc.strerror or str(exc)).lower()
         raise UsageError(f"{display_path(args.path)}: {reason}") from None
+    if args.video is not None:  # before any episode runs: a bad path or a missing library loses nothing
+        from rltui.video import VideoError, check_video_path
+
+        try:
+            check_video_path(args.video)
+        except VideoError as exc:
+            raise UsageError(str(exc)) from None
     from rltui.evaluation import evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.path, args.episodes, deterministic=not args.stochastic, seed=args.seed)
+    report = evaluate_checkpoint(args.path, args.episodes, deterministic=not args.stochastic, seed=args.seed,
+                                 video=args.video)
     if args.json:
         out = {k: report[k] for k in ("return_mean", "return_std", "episodes", "step")}
+        if args.video is not None:
+            out["video"] = str(args.video)
         out["return_mean"], out["return_std"] = _json_number(out["return_mean"]), _json_number(out["return_std"])
         print(json.dumps(out, allow_nan=False))
     else:
@@ -401,6 +414,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{display_path(report['checkpoint'])} (step {report['step']}): return {report['return_mean']:.2f} "
               f"± {report['return_std']:.2f} over {report['episodes']} {mode} episodes "
               f"(mean length {report['length_mean']:.1f})")
+        if args.video is not None:
+            print(f"video: {display_path(args.video)}")
     return EXIT_OK
 
 
