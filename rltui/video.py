@@ -62,11 +62,18 @@ def _imageio() -> Any:
 
 
 class FrameTap(gym.Wrapper):
-    """Hands `env.render()` (an RGB array) to `sink` after every reset and step."""
+    """Hands `env.render()` (an RGB array) to `sink` after every reset and step.
 
-    def __init__(self, env: gym.Env, sink: Callable[[np.ndarray], None]) -> None:
+    A frame that cannot be had raises VideoError, or, with `on_error`, is reported to it once and
+    the tap stops (the episodes go on unseen: a live panel must never stop a run).
+    """
+
+    def __init__(self, env: gym.Env, sink: Callable[[np.ndarray], None],
+                 on_error: Callable[[Exception], None] | None = None) -> None:
         super().__init__(env)
         self.sink = sink
+        self.on_error = on_error
+        self.broken = False
 
     def reset(self, **kwargs: Any) -> Any:
         result = self.env.reset(**kwargs)
@@ -79,11 +86,41 @@ class FrameTap(gym.Wrapper):
         return result
 
     def _tap(self) -> None:
-        frame = self.env.render()
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
-            raise VideoError(f"{self.env.spec.id if self.env.spec else 'the environment'} does not render "
-                             "RGB frames (render_mode='rgb_array')")
-        self.sink(frame[:, :, :3])
+        if self.broken:
+            return
+        try:
+            frame = self.env.render()
+            if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+                raise VideoError(f"{self.env.spec.id if self.env.spec else 'the environment'} does not render "
+                                 "RGB frames (render_mode='rgb_array')")
+            self.sink(frame[:, :, :3])
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            self.broken = True
+            self.on_error(exc)
+
+
+class LiveFrames:
+    """The latest frame evaluation mode rendered, for a dashboard panel.
+
+    The UI thread sets `watching` (the engine then renders evaluation-mode episodes, paced at the
+    environment's frame rate, so the agent moves at its natural speed) and polls `latest()`; the
+    engine thread `put`s frames. One reference is swapped per frame: no lock is needed.
+    """
+
+    def __init__(self) -> None:
+        self.watching = False
+        self.unavailable: str | None = None  # why frames cannot be had (said once, then no more tries)
+        self._latest: tuple[int, np.ndarray] | None = None
+
+    def put(self, frame: np.ndarray) -> None:
+        version = self._latest[0] + 1 if self._latest is not None else 1
+        self._latest = (version, frame)
+
+    def latest(self) -> tuple[int, np.ndarray] | None:
+        """(version, RGB frame) of the newest frame, None before the first."""
+        return self._latest
 
 
 class VideoWriter:

@@ -28,6 +28,7 @@ becomes an ErrorRaised event and the FAILED state; a subscriber that raises is r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -78,11 +79,13 @@ from rltui.rollout import RolloutError
 from rltui.rundir import RunLock, write_preset
 from rltui.runlog import LOG_NAME, RunLogWriter
 from rltui.system import SystemSampler
+from rltui.video import DEFAULT_FPS, FrameTap, LiveFrames, render_offscreen
 
 log = logging.getLogger(__name__)
 
 METRICS_INTERVAL_S = 0.5
 PAUSED_POLL_S = 0.2  # how long a paused engine waits for a command before looking again
+FRAME_LAG_S = 0.2  # a watched episode late by more than this (a slow render) does not rush to catch up
 STREAM_FIRST_INDEX = 500_000  # evaluation-mode episodes use seeds apart from interval evaluations
 RESUME_SEED_OFFSET = 2**32  # envs whose state was not saved are re-seeded on resume: seed + offset + env steps
 RUN_ENDED = "the run has ended"
@@ -234,6 +237,11 @@ class Engine:
         self._control: ControlServer | None = None
         self._eval_env: gym.Env | None = None
         self._stream_env: gym.Env | None = None
+        self._frames_env: gym.Env | None = None  # evaluation mode's env while its frames are watched
+        self.frames = LiveFrames()
+        self._next_frame_at = 0.0
+        self._frame_period = 1.0 / DEFAULT_FPS
+        self._stream_paced = False
         self._last_eval_step = -1
         self._last_saved: tuple[int, int] | None = None
         self._reset_seed = seed
@@ -276,7 +284,7 @@ class Engine:
         if control is not None:
             control.close()  # after the last replies: the answer to a stop still goes out
             self._control = None
-        for name in ("_envs", "_eval_env", "_stream_env"):  # (some are missing when building failed)
+        for name in ("_envs", "_eval_env", "_stream_env", "_frames_env"):  # (some are missing when building failed)
             env = getattr(self, name, None)
             if env is not None:
                 env.close()
@@ -485,11 +493,22 @@ class Engine:
     def _stream_step(self) -> None:
         """Evaluation mode: one env step of its current episode; one EvalResult per episode."""
         if self._stream is None:
-            if self._stream_env is None:
-                self._stream_env = make_env(self.preset.env)
+            env = self._watched_stream_env() if self.frames.watching else None
+            self._stream_paced = env is not None
+            if env is None:
+                if self._stream_env is None:
+                    self._stream_env = make_env(self.preset.env)
+                env = self._stream_env
             index = STREAM_FIRST_INDEX + self.counters.stream_episodes
             seeds = eval_seeds(self.preset.train.seed, index, 1)
-            self._stream = Evaluation(self._stream_env, self._deterministic_policy(), self.obs_normalizer, seeds)
+            self._stream = Evaluation(env, self._deterministic_policy(), self.obs_normalizer, seeds)
+        self._stream_paced = self._stream_paced and self.frames.watching
+        if self._stream_paced:  # watched: at the environment's own speed, answering commands meanwhile
+            wait = self._next_frame_at - time.monotonic()
+            if wait > 0:
+                self._take_commands(wait_s=wait)
+                return
+            self._next_frame_at = max(self._next_frame_at, time.monotonic() - FRAME_LAG_S) + self._frame_period
         if not self._stream.step():
             return
         summary, self._stream = self._stream.summary(), None
@@ -498,6 +517,29 @@ class Engine:
             step=self.step, return_mean=summary.return_mean, return_std=0.0, length_mean=summary.length_mean,
             episodes=1, returns=summary.returns, source="manual",
         ))
+
+    def _watched_stream_env(self) -> gym.Env | None:
+        """Evaluation mode's env rendering into `frames` (made once), None if frames cannot be had."""
+        if self.frames.unavailable is not None:
+            return None
+        if self._frames_env is None:
+            render_offscreen()
+
+            def broken(exc: Exception) -> None:
+                self.frames.unavailable = f"{type(exc).__name__}: {exc}"
+                self._warn(f"no live frames: {self.frames.unavailable}")
+
+            try:
+                settings = dataclasses.replace(self.preset.env, kwargs={**self.preset.env.kwargs,
+                                                                        "render_mode": "rgb_array"})
+                env = make_env(settings)
+            except Exception as exc:  # noqa: BLE001 - no renderer here: say so once, evaluate unseen
+                broken(exc)
+                return None
+            fps = env.metadata.get("render_fps") or DEFAULT_FPS
+            self._frame_period = 1.0 / max(float(fps), 1.0)
+            self._frames_env = FrameTap(env, self.frames.put, on_error=broken)
+        return self._frames_env
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -44,6 +44,7 @@ from rltui.widgets.status_bar import StatusBar
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.99)
 DEFAULT_SMOOTHING = 0.6
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "toggle_eval"}
+LIVE_STATES = (RunState.RUNNING, RunState.PAUSED, RunState.EVALUATING)
 LEAVING_ACTIONS = {"quit_run", "detach", "stop_run"}
 PAUSE_HELP = "pause or resume training"
 ZOOM_HELP = "maximise a chart (plotext view); again to restore"
@@ -136,6 +137,7 @@ class DashboardScreen(Screen[None]):
         Binding("space", "resume", "Resume", show=False, tooltip=PAUSE_HELP),
         Binding("c", "checkpoint", "Ckpt", tooltip="save a checkpoint now"),
         Binding("e", "toggle_eval", "Eval", tooltip="deterministic evaluation mode on/off"),
+        Binding("v", "view_agent", "Agent", tooltip="watch the agent live (evaluation mode, drawn here)"),
         Binding("s", "cycle_smoothing", "Smooth", tooltip="cycle smoothing (EMA 0, 0.6, 0.9, 0.99)"),
         Binding("l", "toggle_log", "Log-y", tooltip="log scale on the focused chart"),
         Binding("1", "maximise(1)", "Zoom", tooltip=ZOOM_HELP),
@@ -298,6 +300,10 @@ class DashboardScreen(Screen[None]):
             return True if self._log_target() is not None else None
         if action in ("quit_run", "detach"):  # one `q` in the footer: Quit, or Detach when attached
             return self.attached == (action == "detach")
+        if action == "view_agent":
+            if getattr(self.control, "frames", None) is None or self.stopping:
+                return False if self.control is None else None
+            return True if (self.run_state or RunState.STARTING) in LIVE_STATES else None
         if action == "stop_run":
             if not self.attached:
                 return False
@@ -342,6 +348,22 @@ class DashboardScreen(Screen[None]):
         self._eval_requests += 1
         self._send(SetEvalMode(on))
         self.notify("deterministic evaluation mode " + ("on" if on else "off"), timeout=2)
+
+    def action_view_agent(self) -> None:
+        from rltui.screens.agent_view import AgentViewScreen
+
+        frames = getattr(self.control, "frames", None)
+        if frames is None:
+            return
+        turned_on = not self.eval_mode
+        if turned_on:
+            self.action_toggle_eval()
+
+        def back(_: None) -> None:
+            if turned_on and self.eval_mode:
+                self.action_toggle_eval()
+
+        self.app.push_screen(AgentViewScreen(frames, self.history), back)
 
     def action_cycle_smoothing(self) -> None:
         i = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
