@@ -256,6 +256,17 @@ class CheckpointSaved(Event):
 
 
 @dataclass(frozen=True)
+class BestCheckpointSaved(Event):
+    """A scheduled evaluation beat every earlier one of the run (`previous_return`, NaN for the
+    first): the agent it evaluated was saved as `path` (checkpoints/best)."""
+
+    kind: ClassVar[str] = "best_checkpoint"
+    path: str
+    return_mean: float
+    previous_return: float = math.nan
+
+
+@dataclass(frozen=True)
 class WarningRaised(Event):
     """Something the user should know that did not stop training (e.g. skipped updates)."""
 
@@ -281,6 +292,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UpdateMetrics,
         EvalResult,
         CheckpointSaved,
+        BestCheckpointSaved,
         WarningRaised,
         ErrorRaised,
     )
