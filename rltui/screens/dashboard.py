@@ -143,7 +143,7 @@ class DashboardScreen(Screen[None]):
         Binding("3", "maximise(3)", "Zoom 3", show=False, tooltip=ZOOM_HELP),
         Binding("4", "maximise(4)", "Zoom 4", show=False, tooltip=ZOOM_HELP),
         Binding("tab", "app.focus_next", "Focus", show=False, tooltip="move focus between charts, table and log"),
-        Binding("i", "info", "Info", tooltip="run information: run.json (versions, git, host, command, resumes)"),
+        Binding("i", "info", "Info", tooltip="run information (run.json): git, host, command"),
         Binding("question_mark", "help", "Help", tooltip="this help"),
         Binding("q", "quit_run", "Quit", tooltip="quit (stops training with a final checkpoint)"),
         # An attached dashboard (`rltui attach`): `q` leaves the run going, `Q` stops it.
