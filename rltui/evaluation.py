@@ -93,7 +93,8 @@ def evaluate(env: gym.Env, policy: Policy, normalizer: ObsNormalizer, seeds: Seq
 def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None) -> dict[str, Any]:
     """`episodes` episodes of a saved agent on the CPU with the checkpoint's frozen normaliser.
 
-    `path` is a run directory (its latest checkpoint) or a checkpoint directory. By default the
+    `path` is a run directory (its latest checkpoint) or a checkpoint directory (a step's, or the
+    run's checkpoints/best: `rltui eval --best`). By default the
     episodes are those of the run's own evaluations (same seeds). Raises CheckpointError.
     """
     import torch

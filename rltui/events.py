@@ -257,13 +257,12 @@ class CheckpointSaved(Event):
 
 @dataclass(frozen=True)
 class BestCheckpointSaved(Event):
-    """A scheduled evaluation beat every earlier one of the run (`previous_return`, NaN for the
-    first): the agent it evaluated was saved as `path` (checkpoints/best)."""
+    """A scheduled evaluation beat every earlier one of the run: the agent it evaluated (with mean
+    return `return_mean`) was saved as `path` (checkpoints/best)."""
 
     kind: ClassVar[str] = "best_checkpoint"
     path: str
     return_mean: float
-    previous_return: float = math.nan
 
 
 @dataclass(frozen=True)

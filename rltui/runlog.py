@@ -15,8 +15,8 @@ Kinds and their fields (see `rltui.events`):
                  "perf/updates_per_s", "train/skipped_updates", "env/steps"
     eval         return_mean, return_std, length_mean, episodes, returns [floats], deterministic
     checkpoint   path
-    best_checkpoint  path (checkpoints/best), return_mean, previous_return (null for the run's first best):
-                 a scheduled evaluation beat every earlier one and its agent was saved (absent in older logs)
+    best_checkpoint  path (checkpoints/best), return_mean: a scheduled evaluation beat every earlier
+                 one and its agent was saved (absent in older logs)
     warning      message
     error        message, traceback
 

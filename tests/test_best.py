@@ -80,8 +80,6 @@ def test_best_is_the_checkpoint_of_the_highest_evaluation(tmp_path):
     assert best_evaluation(best) == {"return_mean": best_return, "return_std": 0.0, "episodes": 1, "step": best_step}
     saved = [e for e in events if isinstance(e, BestCheckpointSaved)]
     assert [(e.step, e.return_mean) for e in saved] == records
-    assert [e.previous_return for e in saved][1:] == [r for _, r in records[:-1]]
-    assert saved[0].previous_return != saved[0].previous_return  # NaN: the run's first best
     assert all(e.path == os.path.abspath(best) for e in saved)
 
     # Pruning (keep = 1) left one step checkpoint, and best is none of them.

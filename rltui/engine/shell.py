@@ -547,10 +547,7 @@ class Engine:
             {"return_mean": summary.return_mean, "return_std": summary.return_std, "episodes": len(summary.returns)},
         )
         self._best_return = summary.return_mean
-        self._emit(BestCheckpointSaved(
-            step=self.step, path=os.path.abspath(path), return_mean=summary.return_mean,
-            previous_return=float("nan") if previous is None else previous,
-        ))
+        self._emit(BestCheckpointSaved(step=self.step, path=os.path.abspath(path), return_mean=summary.return_mean))
 
     def _engine_state(self) -> dict[str, Any]:
         return {
