@@ -95,9 +95,10 @@ def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: in
                         video: Path | None = None) -> dict[str, Any]:
     """`episodes` episodes of a saved agent on the CPU with the checkpoint's frozen normaliser.
 
-    `path` is a run directory (its latest checkpoint) or a checkpoint directory. By default the
-    episodes are those of the run's own evaluations (same seeds). With `video`, the episodes'
-    rendered frames are recorded there (rltui.video). Raises CheckpointError (or VideoError).
+    `path` is a run directory (its latest checkpoint) or a checkpoint directory (a step's, or the
+    run's checkpoints/best: `rltui eval --best`). By default the episodes are those of the run's
+    own evaluations (same seeds). With `video`, the episodes' rendered frames are recorded there
+    (rltui.video). Raises CheckpointError (or VideoError).
     """
     import torch
 

@@ -265,6 +265,16 @@ class CheckpointSaved(Event):
 
 
 @dataclass(frozen=True)
+class BestCheckpointSaved(Event):
+    """A scheduled evaluation beat every earlier one of the run: the agent it evaluated (with mean
+    return `return_mean`) was saved as `path` (checkpoints/best)."""
+
+    kind: ClassVar[str] = "best_checkpoint"
+    path: str
+    return_mean: float
+
+
+@dataclass(frozen=True)
 class WarningRaised(Event):
     """Something the user should know that did not stop training (e.g. skipped updates)."""
 
@@ -290,6 +300,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UpdateMetrics,
         EvalResult,
         CheckpointSaved,
+        BestCheckpointSaved,
         WarningRaised,
         ErrorRaised,
     )

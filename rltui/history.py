@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from rltui.events import (
+    BestCheckpointSaved,
     CheckpointSaved,
     EpisodeFinished,
     ErrorRaised,
@@ -442,6 +443,8 @@ class MetricsHistory:
         elif isinstance(event, CheckpointSaved):
             st.last_checkpoint = event.path
             self._log_add(event.step, event.time, "good", f"checkpoint {event.path}")
+        elif isinstance(event, BestCheckpointSaved):
+            self._log_add(event.step, event.time, "good", f"new best {event.return_mean:.1f}: {event.path}")
         elif isinstance(event, WarningRaised):
             self._log_add(event.step, event.time, "warning", event.message)
         elif isinstance(event, ErrorRaised):

@@ -16,6 +16,8 @@ Kinds and their fields (see `rltui.events`):
     eval         return_mean, return_std, length_mean, episodes, returns [floats], deterministic,
                  source ("scheduled", "requested" or "manual": evaluation mode; absent = scheduled)
     checkpoint   path
+    best_checkpoint  path (checkpoints/best), return_mean: a scheduled evaluation beat every earlier
+                 one and its agent was saved (absent in older logs)
     warning      message
     error        message, traceback
 

@@ -17,6 +17,12 @@ an evaluation due or asked for (one step of it) > pause (wait for a command) > t
 stops training: evaluations and checkpoints asked for while paused still run. Each command's
 future resolves once it took effect (see rltui.commands).
 
+Best model: after each scheduled evaluation (the interval ones and the final one, not those asked
+for nor evaluation mode) whose mean return beats every earlier one of the run, the agent is saved
+as checkpoints/best (rltui.checkpoint) and a BestCheckpointSaved follows its EvalResult; a resumed
+run reads the return to beat from that checkpoint. The run's run.json (rltui.runmeta) is written
+when the engine is built: created for a new run, a `resumes` entry added for a resume.
+
 A run directory has one owner: the engine takes its lock (rltui.rundir) before writing anything
 and releases it when `run()` ends (or on `close()` for an engine that never runs). Checkpoints hold
 everything needed to continue exactly: a run stopped at any step and resumed gives the same weights
@@ -33,10 +39,11 @@ import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +54,15 @@ import numpy as np
 import torch
 
 from rltui import checkpoint as ckpt
+from rltui import runmeta
 from rltui.commands import Checkpoint, Command, Evaluate, Pause, Reply, Resume, SetEvalMode, Stop
 from rltui.control import ControlError, ControlServer
 from rltui.engine.loops import LOOPS, Counters, Loop, LoopContext
 from rltui.env_state import EnvStateError
 from rltui.envs import EnvSpec, ObsNormalizer, Policy, TrainingEnvs, eval_seeds, make_env
-from rltui.evaluation import Evaluation
+from rltui.evaluation import EvalSummary, Evaluation
 from rltui.events import (
+    BestCheckpointSaved,
     CheckpointSaved,
     EpisodeFinished,
     ErrorRaised,
@@ -177,9 +186,19 @@ class _PendingEvaluation:
 
 
 class Engine:
-    def __init__(self, preset: Preset, run_dir: Path, *, resume: bool = False) -> None:
+    def __init__(
+        self,
+        preset: Preset,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        command: Sequence[str] | None = None,
+        sweep: Mapping[str, Any] | None = None,
+    ) -> None:
         """Take the run directory's lock, build envs, agent and loop; with `resume`, restore the
-        run's latest checkpoint. Nothing in the run directory changes before all of that succeeded.
+        run's latest checkpoint. Nothing in the run directory changes before all of that succeeded;
+        then preset.toml and run.json are written (`command`: the command line recorded there,
+        default sys.argv; `sweep`: the sweep trial this new run is, any JSON object).
 
         Raises RunLockedError (another process owns the run), EnvError (environment), PresetError
         (device), CheckpointError or ResumeError (resume) or ValueError (agent settings).
@@ -193,6 +212,7 @@ class Engine:
         self._lock = RunLock(self.run_dir)  # before anything in the run directory is read or written
         try:
             self._build(preset, resume)
+            self._write_run_meta(list(sys.argv) if command is None else list(command), sweep)
         except BaseException:
             self.close()
             raise
@@ -244,6 +264,8 @@ class Engine:
         self._stream_paced = False
         self._last_eval_step = -1
         self._last_saved: tuple[int, int] | None = None
+        self._resumed_from: Path | None = None  # the checkpoint a resume restored
+        self._best_return: float | None = None  # the mean return of checkpoints/best
         self._reset_seed = seed
         self._episodes_restored = False  # a resume continues the saved episodes: no reset at the start
         if resume:
@@ -484,7 +506,9 @@ class Engine:
             length_mean=summary.length_mean, episodes=len(summary.returns), returns=summary.returns,
             source="scheduled" if pending.future is None else "requested",
         ))
-        if pending.future is not None:
+        if pending.future is None:  # a scheduled evaluation
+            self._keep_if_best(summary)
+        else:
             _resolve(pending.future, Reply(True, f"evaluated {len(summary.returns)} episodes", {
                 "return_mean": summary.return_mean, "return_std": summary.return_std,
                 "episodes": len(summary.returns), "step": self.step,
@@ -559,6 +583,19 @@ class Engine:
             _resolve(future, Reply(True, f"checkpoint {absolute}", {"path": absolute, "step": self.step}))
         self._checkpoint_futures = []
 
+    def _keep_if_best(self, summary: EvalSummary) -> None:
+        """Save the agent as checkpoints/best when `summary` beats every earlier scheduled evaluation."""
+        previous = self._best_return
+        if not np.isfinite(summary.return_mean) or (previous is not None and summary.return_mean <= previous):
+            return
+        path = ckpt.save_best_checkpoint(
+            self.run_dir, self.step, self.agent.state_dict(), self._engine_state(), preset_to_toml(self.preset),
+            self.loop.replay_to_save(),
+            {"return_mean": summary.return_mean, "return_std": summary.return_std, "episodes": len(summary.returns)},
+        )
+        self._best_return = summary.return_mean
+        self._emit(BestCheckpointSaved(step=self.step, path=os.path.abspath(path), return_mean=summary.return_mean))
+
     def _engine_state(self) -> dict[str, Any]:
         return {
             "algo": self.algo,
@@ -610,6 +647,31 @@ class Engine:
         except Exception as exc:  # any other misfit of the saved values (types, shapes, keys)
             raise ckpt.CheckpointError(f"{path}: does not fit this preset ({ckpt.one_line(exc)})") from None
         self._last_saved = (self.step, self.counters.updates + self.counters.skipped_updates)
+        self._resumed_from = path
+        self._best_return = self._restore_best_return()
+
+    def _restore_best_return(self) -> float | None:
+        """The return a new best must beat: that of checkpoints/best (None when there is none; a
+        warning when it cannot be read, and the next scheduled evaluation replaces it)."""
+        best = ckpt.best_checkpoint(self.run_dir)
+        if best is None:
+            return None
+        try:
+            return float(ckpt.best_evaluation(best)["return_mean"])
+        except ckpt.CheckpointError as exc:
+            self._notes.append(f"the best checkpoint cannot be used ({exc}); the next evaluation replaces it")
+            return None
+
+    def _write_run_meta(self, command: list[str], sweep: Mapping[str, Any] | None) -> None:
+        """run.json: created for a new run, a resume recorded for a resumed one (rltui.runmeta)."""
+        device = str(self.device)
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        if self._resumed_from is None:
+            runmeta.write_run_meta(self.run_dir, command=command, device=device, gpu=gpu, preset=self.preset,
+                                   sweep=sweep)
+        else:
+            self._notes += runmeta.record_resume(self.run_dir, command=command, device=device, gpu=gpu,
+                                                 preset=self.preset, checkpoint=self._resumed_from, step=self.step)
 
     def _restore_episodes(self, state: dict[str, Any], path: Path) -> None:
         """Continue the episodes in progress at save time where their state was saved; otherwise

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Protocol
 
 from textual import work
@@ -145,6 +146,7 @@ class DashboardScreen(Screen[None]):
         Binding("3", "maximise(3)", "Zoom 3", show=False, tooltip=ZOOM_HELP),
         Binding("4", "maximise(4)", "Zoom 4", show=False, tooltip=ZOOM_HELP),
         Binding("tab", "app.focus_next", "Focus", show=False, tooltip="move focus between charts, table and log"),
+        Binding("i", "info", "Info", tooltip="run information (run.json): git, host, command"),
         Binding("question_mark", "help", "Help", tooltip="this help"),
         Binding("q", "quit_run", "Quit", tooltip="quit (stops training with a final checkpoint)"),
         # An attached dashboard (`rltui attach`): `q` leaves the run going, `Q` stops it.
@@ -406,6 +408,18 @@ class DashboardScreen(Screen[None]):
         shown = [b for b in self.BINDINGS if not isinstance(b, Binding) or b.action not in LEAVING_ACTIONS
                  or self.check_action(b.action, ()) is not False]
         self.app.push_screen(HelpScreen(help_rows(shown, self.app.get_key_display, notes)))
+
+    def action_info(self) -> None:
+        from rltui.screens.info import InfoScreen, read_run_facts
+
+        info = self.history.status().info
+        # The run directory as this process reaches it (a watched run may have been copied elsewhere).
+        run_dir = (getattr(self.control, "run_dir", None) or getattr(self.app, "watch_dir", None)
+                   or (info.run_dir if info is not None else None))
+        if run_dir is None:
+            self.notify("no run information yet: the run has not started", timeout=3)
+            return
+        self.app.push_screen(InfoScreen(read_run_facts(Path(run_dir), info.name if info is not None else None)))
 
     def action_quit_run(self) -> None:
         self.post_message(self.QuitRequested())
