@@ -303,8 +303,10 @@ class DashboardScreen(Screen[None]):
         if action in ("quit_run", "detach"):  # one `q` in the footer: Quit, or Detach when attached
             return self.attached == (action == "detach")
         if action == "view_agent":
-            if getattr(self.control, "frames", None) is None or self.stopping:
-                return False if self.control is None else None
+            if getattr(self.control, "frames", None) is None:
+                return False  # hidden: only a run of this process renders frames
+            if self.stopping:
+                return None
             return True if (self.run_state or RunState.STARTING) in LIVE_STATES else None
         if action == "stop_run":
             if not self.attached:
