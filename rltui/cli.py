@@ -7,6 +7,8 @@
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
     rltui ps [DIR] [--json]
+    rltui export RUN_OR_DIR... [--out FILE]
+    rltui report RUN_OR_DIR... --out DIR
 
 Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
 Errors are one line on stderr, `error: <message>`, without a traceback.
@@ -163,7 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("dir", nargs="?", type=_path_arg, default=Path("saves"), metavar="DIR",
                     help="where to look, recursively (default ./saves; a run directory works too)")
     ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
+    _add_export_and_report(commands)
     return parser
+
+
+def _add_export_and_report(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="runs' metrics as one tidy CSV (run, step, time, event, metric, value)")
+    export.add_argument("paths", nargs="+", type=_path_arg, metavar="RUN_OR_DIR",
+                        help="a run directory, or a directory searched for runs")
+    export.add_argument("--out", type=_path_arg, metavar="FILE", help="write the CSV to FILE (default: stdout)")
+    report = commands.add_parser("report", help="a Markdown table and a plot of runs' evaluation returns, "
+                                                "seeds grouped (needs the 'report' extra)")
+    report.add_argument("paths", nargs="+", type=_path_arg, metavar="RUN_OR_DIR",
+                        help="a run directory, or a directory searched for runs")
+    report.add_argument("--out", type=_path_arg, required=True, metavar="DIR",
+                        help="where report.md and eval_returns.png are written (created if missing)")
 
 
 def _add_detach_options(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
         "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
+        "export": _cmd_export, "report": _cmd_report,
     }
     try:
         return handlers[args.command](args)
@@ -367,6 +384,57 @@ def _cmd_ps(args: argparse.Namespace) -> int:
         if not p.live:
             what = "stale (its run was killed; resuming the run replaces it)" if p.stale else shown(p.problem, 200)
             print(f"note: {display_path(relative(str(p.socket)))}: {what}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run_dirs(paths: list[Path]) -> list[Path]:
+    from rltui.export import RunsNotFound, run_dirs_of
+
+    try:
+        return run_dirs_of(paths)
+    except RunsNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rltui.export import export_to_file, write_csv
+    from rltui.runlog import display_path
+
+    out: Path | None = args.out
+    if out is not None and out.is_dir():
+        raise UsageError(f"{display_path(out)}: is a directory (expected the CSV file to write)")
+    run_dirs = _run_dirs(args.paths)
+    if out is not None:
+        rows = export_to_file(run_dirs, out)
+        print(f"{display_path(out)}: {rows:,} rows from {len(run_dirs)} run{'s' * (len(run_dirs) != 1)}",
+              file=sys.stderr)
+        return EXIT_OK
+    try:
+        write_csv(run_dirs, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `rltui export saves | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rltui.runlog import display_path
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("rltui report draws with matplotlib, which is not installed: "
+                         "pip install 'rltui[report]'") from None
+    from rltui.report import write_report
+    from rltui.summaries import RunIndex
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{display_path(out)}: not a directory (expected where to write the report)")
+    _run_dirs(args.paths)  # each path names runs, or the one-line error says which does not
+    summaries = RunIndex(args.paths).refresh()
+    report, picture = write_report(summaries, out, [display_path(p) for p in args.paths])
+    print(f"{display_path(report)}, {display_path(picture)}: {len(summaries)} run{'s' * (len(summaries) != 1)}")
     return EXIT_OK
 
 
