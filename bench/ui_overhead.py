@@ -11,7 +11,11 @@ Attached (`--attached`): the run is a real `rltui train --headless` process, mea
 control socket's `status`, alone and with `rltui attach`'s dashboard (in this process: following
 metrics.jsonl, polling status, drawing at 4 Hz) on it. Prints the ratio attached/alone (goal >= 0.95).
 
-    python bench/ui_overhead.py [--seconds 15] [--repeats 2] [--size 160x48] [--attached]
+Agent view (`--agent-view`): pendulum-trpo paused in the dashboard, then the `v` view open (evaluation
+mode rendered at 30 fps and drawn in half blocks): frames rendered and drawn per second, and the
+process's CPU use with the view open against paused without it (training does not run meanwhile).
+
+    python bench/ui_overhead.py [--seconds 15] [--repeats 2] [--size 160x48] [--attached | --agent-view]
 """
 
 from __future__ import annotations
@@ -80,6 +84,49 @@ def with_dashboard(preset_name: str, seconds: float, saves: Path, size: tuple[in
     return asyncio.run(run())
 
 
+def agent_view_cost(seconds: float, saves: Path, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """pendulum-trpo in the dashboard: (frames/s rendered, frames/s drawn, process CPU % with the
+    agent view open, process CPU % paused without it), each over `seconds`."""
+    from rltui.commands import Pause
+    from rltui.screens.agent_view import AgentViewScreen
+    from rltui.widgets.frame_view import FrameView
+
+    engine = _engine("pendulum-trpo", saves)
+    app = RlTuiApp(engine=engine)
+
+    def cpu_percent(window: float) -> float:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window)
+        return 100 * (time.process_time() - c0) / (time.perf_counter() - t0)
+
+    async def run() -> tuple[float, float, float, float]:
+        async with app.run_test(size=size) as pilot:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _window, engine, 0.0, threading.Event())
+            engine.submit(Pause()).result(10)
+            paused_cpu = await loop.run_in_executor(None, cpu_percent, seconds)
+            await pilot.press("v")
+            while not isinstance(app.screen, AgentViewScreen) or engine.frames.latest() is None:
+                await pilot.pause(0.05)
+            view = app.screen.query_one(FrameView)
+            rendered0, drawn, seen = engine.frames.latest()[0], 0, view._key
+            c0, t0 = time.process_time(), time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                await pilot.pause(0.01)
+                if view._key != seen:
+                    drawn, seen = drawn + 1, view._key
+            wall = time.perf_counter() - t0
+            view_cpu = 100 * (time.process_time() - c0) / wall
+            rendered = (engine.frames.latest()[0] - rendered0) / wall
+            await pilot.press("escape")
+            engine.submit(Stop(final_checkpoint=False))
+            while not engine.state.is_final:
+                await pilot.pause(0.05)
+            return rendered, drawn / wall, view_cpu, paused_cpu
+
+    return asyncio.run(run())
+
+
 def _process_rate(preset_name: str, seconds: float, saves: Path, size: tuple[int, int] | None) -> float:
     """Env steps/s of a `rltui train --headless` process over `seconds`, with an attached dashboard
     on it when `size` is given."""
@@ -140,8 +187,15 @@ def main() -> None:
     parser.add_argument("--size", default="160x48", help="terminal size of the dashboard, WxH")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--attached", action="store_true", help="a run in its own process, alone vs attached")
+    parser.add_argument("--agent-view", action="store_true", help="what the `v` agent view costs (pendulum-trpo)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    if args.agent_view:
+        with tempfile.TemporaryDirectory() as tmp:
+            rendered, drawn, view_cpu, paused_cpu = agent_view_cost(args.seconds, Path(tmp), (width, height))
+        print(f"agent view {width}x{height}: {rendered:.1f} frames/s rendered, {drawn:.1f} frames/s drawn; "
+              f"process CPU {view_cpu:.0f}% of a core with it open, {paused_cpu:.0f}% paused without it")
+        return
     if args.attached:
         print(f"window {args.seconds:g} s after {WARMUP_STEPS} warm-up steps, {args.repeats} pair(s), "
               f"a headless process alone vs with an attached dashboard {width}x{height} at 4 Hz")

@@ -78,7 +78,8 @@ def create_engine(preset: Any, saves_root: Path) -> EngineLike:
     from rltui.engine import Engine  # torch is imported only when a run starts
     from rltui.rundir import create_run_dir
 
-    engine: EngineLike = Engine(preset, create_run_dir(preset, saves_root))
+    # run.json's command: the picker started it (`rltui`); its preset is recorded beside
+    engine: EngineLike = Engine(preset, create_run_dir(preset, saves_root), command=["rltui"])
     return engine
 
 

@@ -23,6 +23,13 @@ renames leaves the complete old copy, which readers use in place of the missing 
 `recover_checkpoints` (run by the next owner of the run, under its lock) renames back. After a save
 only the newest `keep` checkpoints are kept; names in `checkpoints/` that are not ours are left alone.
 
+The best model: `<run_dir>/checkpoints/best/` is a complete checkpoint like the others, the one with
+the best mean return of the run's scheduled evaluations so far (deterministic policy); its meta.json
+also holds that evaluation (`"evaluation": {"return_mean", "return_std", "episodes"}`), so a resumed
+run knows the return to beat. It is written like a re-saved step (`best.tmp-<pid>`, the old copy set
+aside as `best.old-<pid>` and standing in until recovered), never pruned, and not a step checkpoint:
+`list_checkpoints` and `latest_checkpoint` (what a resume starts from) never return it.
+
 The engine state also holds the training environments' state where it can be captured
 (`rltui.env_state`), the observation they were last at, and TRPO's rollout in progress, so a resume
 continues the very episodes and rollout that were interrupted.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -56,7 +64,9 @@ REPLAY_FILE = "replay.npz"
 META_FILE = "meta.json"
 _FINAL_NAME = re.compile(r"^step-(0|[1-9][0-9]{0,18})$")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_LEFTOVER_NAME = re.compile(r"^step-(0|[1-9][0-9]{0,18})\.(tmp|old)-([0-9]{1,10})$")
+BEST_NAME = "best"
+# A temporary or set-aside copy of a step or of the best checkpoint: (name, "tmp" | "old", pid).
+_LEFTOVER_NAME = re.compile(r"^(step-(?:0|[1-9][0-9]{0,18})|best)\.(tmp|old)-([0-9]{1,10})$")
 
 
 class CheckpointError(Exception):
@@ -92,8 +102,8 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
             continue
         if final:
             finals[int(final.group(1))] = child
-        elif leftover and leftover.group(2) == "old":
-            asides.setdefault(int(leftover.group(1)), child)
+        elif leftover and leftover.group(2) == "old" and leftover.group(1) != BEST_NAME:
+            asides.setdefault(int(leftover.group(1).removeprefix("step-")), child)
     return sorted({**asides, **finals}.items())
 
 
@@ -111,15 +121,15 @@ def _is_complete(path: Path) -> bool:
 def recover_checkpoints(run_dir: Path) -> None:
     """Tidy what a killed save left behind; only for the owner of the run (under its lock).
 
-    A set-aside old copy whose step has no complete checkpoint is renamed back; every other
-    leftover (temp directories, set-aside copies already replaced) is removed.
+    A set-aside old copy (of a step, or of the best checkpoint) that has no complete successor is
+    renamed back; every other leftover (temp directories, set-aside copies already replaced) is removed.
     """
     root = checkpoints_dir(run_dir)
     for child in sorted(_children(root), key=lambda path: path.name):
         leftover = _LEFTOVER_NAME.match(child.name)
         if not leftover or not child.is_dir() or child.is_symlink():
             continue
-        final = root / f"step-{leftover.group(1)}"
+        final = root / leftover.group(1)
         if leftover.group(2) == "old" and _is_complete(child) and not _is_complete(final):
             if final.is_dir() and not final.is_symlink():
                 shutil.rmtree(final)  # an incomplete final copy
@@ -131,6 +141,33 @@ def recover_checkpoints(run_dir: Path) -> None:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """checkpoints/best/ when complete, else the complete copy a killed replacement set aside; None
+    when the run has no best checkpoint (yet)."""
+    root = checkpoints_dir(run_dir)
+    if _is_complete(root / BEST_NAME):
+        return root / BEST_NAME
+    asides = sorted(child for child in _children(root)
+                    if (m := _LEFTOVER_NAME.match(child.name)) and m.group(1) == BEST_NAME and m.group(2) == "old"
+                    and _is_complete(child))
+    return asides[0] if asides else None
+
+
+def best_evaluation(path: Path) -> dict[str, Any]:
+    """The evaluation a best checkpoint was kept for: {"return_mean", "return_std", "episodes"}, with
+    the checkpoint's "step". Raises CheckpointError when its meta.json does not hold one."""
+    meta = _read_meta(Path(path))
+    evaluation = meta.get("evaluation")
+    if not isinstance(evaluation, dict) or not _finite_number(evaluation.get("return_mean")):
+        raise CheckpointError(f"{Path(path) / META_FILE}: holds no evaluation (expected a best checkpoint)")
+    return {"return_mean": float(evaluation["return_mean"]), "return_std": evaluation.get("return_std"),
+            "episodes": evaluation.get("episodes"), "step": int(meta["step"])}
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -160,10 +197,41 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Write checkpoints/step-<step>/ atomically, prune to the newest `keep`, return its path."""
+    final = _write_checkpoint(run_dir, f"step-{step}", step, agent_state, engine_state, preset_text, replay, {})
+    prune_checkpoints(run_dir, keep)
+    return final
+
+
+def save_best_checkpoint(
+    run_dir: Path,
+    step: int,
+    agent_state: dict[str, Any],
+    engine_state: dict[str, Any],
+    preset_text: str,
+    replay: ReplayBuffer | None,
+    evaluation: dict[str, Any],
+) -> Path:
+    """Write checkpoints/best/ atomically (replacing the previous best), with `evaluation`
+    ({"return_mean", "return_std", "episodes"}, the reason it is the best) in its meta.json."""
+    return _write_checkpoint(run_dir, BEST_NAME, step, agent_state, engine_state, preset_text, replay,
+                             {"evaluation": dict(evaluation)})
+
+
+def _write_checkpoint(
+    run_dir: Path,
+    name: str,
+    step: int,
+    agent_state: dict[str, Any],
+    engine_state: dict[str, Any],
+    preset_text: str,
+    replay: ReplayBuffer | None,
+    extra_meta: dict[str, Any],
+) -> Path:
+    """checkpoints/<name>/ written under a temporary name and renamed in (see the module doc)."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    temp = root / f"step-{step}.tmp-{os.getpid()}"
+    final = root / name
+    temp = root / f"{name}.tmp-{os.getpid()}"
     if temp.exists():
         shutil.rmtree(temp)
     temp.mkdir()
@@ -182,12 +250,13 @@ def save_checkpoint(
             "step": step,
             "saved_at": time.time(),
             "preset_sha256": preset_sha256(preset_text),
-            "files": {name: _sha256(temp / name) for name in files},
+            "files": {file: _sha256(temp / file) for file in files},
+            **extra_meta,
         }
         _write_bytes(temp / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
         _fsync_path(temp)
         if final.exists():
-            aside = root / f"step-{step}.old-{os.getpid()}"
+            aside = root / f"{name}.old-{os.getpid()}"
             os.rename(final, aside)
             os.rename(temp, final)
             shutil.rmtree(aside)
@@ -197,7 +266,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    prune_checkpoints(run_dir, keep)
     return final
 
 

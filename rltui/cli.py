@@ -3,7 +3,7 @@
     rltui                                   preset picker, then the dashboard
     rltui train PRESET [--set k=v]... [--seed N] [--device D] [--saves DIR] [--headless]
     rltui resume RUN_DIR [--headless] [--set k=v]...
-    rltui eval RUN_DIR|CHECKPOINT_DIR [--episodes N] [--stochastic] [--seed N] [--json]
+    rltui eval RUN_DIR|CHECKPOINT_DIR [--episodes N] [--stochastic] [--seed N] [--json] [--best]
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
     rltui ps [DIR] [--json]
@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_int_between(0, MAX_EVAL_SEED),
                           help="base seed (default: the run's seed, i.e. the episodes of its evaluations)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--best", action="store_true",
+                          help="evaluate the run's best checkpoint (checkpoints/best) instead of its latest")
+    evaluate.add_argument("--video", type=_path_arg, metavar="FILE.mp4|FILE.gif",
+                          help="record the episodes' rendered frames (extra `video`; MuJoCo: MUJOCO_GL=egl or osmesa)")
 
     presets = commands.add_parser("presets", help="list the presets, or check preset files")
     presets.add_argument("--check", nargs="+", type=_path_arg, metavar="FILE", help="validate these files")
@@ -202,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    args.command_line = _command_line(sys.argv[1:] if argv is None else argv)
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
         "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
@@ -220,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         print(f"error: {type(exc).__name__}: {text}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _command_line(argv: list[str]) -> list[str]:
+    """The command as run.json records it: `rltui` and its arguments, without the internal option
+    of a detached run's background side."""
+    return ["rltui", *(arg for arg in argv if not arg.startswith("--detached-child"))]
 
 
 def _printable(text: str) -> str:
@@ -242,6 +253,7 @@ def _error_text(exc: Exception) -> str:
 _BAD_INPUT_ERRORS = {
     "rltui.checkpoint": "CheckpointError", "rltui.envs": "EnvError", "rltui.presets": "PresetError",
     "rltui.replay": "ReplayError", "rltui.resume": "ResumeError", "rltui.rundir": "RunLockedError",
+    "rltui.video": "VideoError",
 }
 
 
@@ -279,7 +291,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = create_run_dir(preset, args.saves)
     try:
-        engine = Engine(preset, run_dir)
+        engine = Engine(preset, run_dir, command=args.command_line)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no empty run behind
         raise
@@ -300,7 +312,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         return _detach(["resume", *_forwarded_options(args), "--", str(run_dir)])
     from rltui.engine import Engine  # torch: only once the input is known to be good
 
-    engine = Engine(preset, run_dir, resume=True)  # refuses a finished run or a change it cannot apply
+    # (refuses a finished run or a change it cannot apply)
+    engine = Engine(preset, run_dir, resume=True, command=args.command_line)
     return _run(engine, args, history_from=run_dir)
 
 
@@ -471,11 +484,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = "no such file or directory" if exc.errno == errno.ENOENT else (exc.strerror or str(exc)).lower()
         raise UsageError(f"{display_path(args.path)}: {reason}") from None
+    if args.video is not None:  # before any episode runs: a bad path or a missing library loses nothing
+        from rltui.video import VideoError, check_video_path
+
+        try:
+            check_video_path(args.video)
+        except VideoError as exc:
+            raise UsageError(str(exc)) from None
     from rltui.evaluation import evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.path, args.episodes, deterministic=not args.stochastic, seed=args.seed)
+    path = _best_checkpoint_of(args.path) if args.best else args.path
+    report = evaluate_checkpoint(path, args.episodes, deterministic=not args.stochastic, seed=args.seed,
+                                 video=args.video)
     if args.json:
         out = {k: report[k] for k in ("return_mean", "return_std", "episodes", "step")}
+        if args.video is not None:
+            out["video"] = str(args.video)
         out["return_mean"], out["return_std"] = _json_number(out["return_mean"]), _json_number(out["return_std"])
         print(json.dumps(out, allow_nan=False))
     else:
@@ -483,7 +507,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{display_path(report['checkpoint'])} (step {report['step']}): return {report['return_mean']:.2f} "
               f"± {report['return_std']:.2f} over {report['episodes']} {mode} episodes "
               f"(mean length {report['length_mean']:.1f})")
+        if args.video is not None:
+            print(f"video: {display_path(args.video)}")
     return EXIT_OK
+
+
+def _best_checkpoint_of(run_dir: Path) -> Path:
+    """`eval --best`: the run's checkpoints/best, or a UsageError saying why there is none."""
+    from rltui.checkpoint import META_FILE, best_checkpoint, checkpoints_dir
+    from rltui.runlog import display_path
+
+    shown = display_path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{shown}: not a directory (--best takes a run directory)")
+    if (run_dir / META_FILE).is_file():
+        raise UsageError(f"{shown}: a checkpoint directory (--best takes the run directory holding checkpoints/)")
+    if not checkpoints_dir(run_dir).is_dir():
+        raise UsageError(f"{shown}: no checkpoints/ (expected a run directory made by `rltui train`)")
+    best = best_checkpoint(run_dir)
+    if best is None:
+        raise UsageError(f"{shown}: no best checkpoint yet (checkpoints/best is saved after the run's first "
+                         "scheduled evaluation; none with [eval] interval = 0)")
+    return best
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -646,16 +691,16 @@ class HeadlessProgress:
         status = self.history.status()
         total_steps = status.total_steps or self.total_steps
         step = max(status.step, self.start_step)
-        rate = status.steps_per_s if status.steps_per_s is not None and status.steps_per_s > 0 else 0.0
+        rate = status.steps_per_s
         parts = [f"step {step:,}/{total_steps:,} ({100 * min(step / max(total_steps, 1), 1):.0f}%)",
-                 f"{rate:,.0f} steps/s"]
+                 f"{rate:,.0f} steps/s" if rate is not None else "– steps/s"]
         returns = self.history.recent(self._returns, self.RECENT_RETURNS)
         if returns:
             parts.append(f"return {sum(returns) / len(returns):.1f} (last {len(returns)})")
         if status.last_eval is not None:
             parts.append(f"eval {status.last_eval.return_mean:.1f}")
-        if rate > 0 and step < total_steps:
-            parts.append(f"ETA {_duration((total_steps - step) / rate)}")
+        if status.eta_s is not None:
+            parts.append(f"ETA {_duration(status.eta_s)}")
         return " | ".join(parts)
 
     def _draw(self, step: int) -> None:

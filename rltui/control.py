@@ -321,7 +321,7 @@ class ControlServer:
     def _on_event(self, event: Event) -> None:
         """Engine thread: keep what `status` reports. Returns at once."""
         self.history(event)
-        if isinstance(event, EvalResult):
+        if isinstance(event, EvalResult) and event.source != "manual":
             self._last_eval = {"step": event.step, "return_mean": event.return_mean,
                                "return_std": event.return_std, "episodes": event.episodes}
         elif isinstance(event, CheckpointSaved):

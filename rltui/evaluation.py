@@ -11,6 +11,7 @@ Returns are the true environment returns (rewards are never normalised here).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +91,14 @@ def evaluate(env: gym.Env, policy: Policy, normalizer: ObsNormalizer, seeds: Seq
     return evaluation.summary()
 
 
-def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None) -> dict[str, Any]:
+def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None,
+                        video: Path | None = None) -> dict[str, Any]:
     """`episodes` episodes of a saved agent on the CPU with the checkpoint's frozen normaliser.
 
-    `path` is a run directory (its latest checkpoint) or a checkpoint directory. By default the
-    episodes are those of the run's own evaluations (same seeds). Raises CheckpointError.
+    `path` is a run directory (its latest checkpoint) or a checkpoint directory (a step's, or the
+    run's checkpoints/best: `rltui eval --best`). By default the episodes are those of the run's
+    own evaluations (same seeds). With `video`, the episodes' rendered frames are recorded there
+    (rltui.video). Raises CheckpointError (or VideoError).
     """
     import torch
 
@@ -112,7 +116,14 @@ def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: in
     base_seed = preset.train.seed if seed is None else seed
     torch.manual_seed(base_seed)
     device = torch.device("cpu")
-    env = make_env(preset.env)
+    env_settings = preset.env
+    if video is not None:
+        from rltui.video import render_offscreen
+
+        render_offscreen()
+        env_settings = dataclasses.replace(env_settings, kwargs={**env_settings.kwargs, "render_mode": "rgb_array"})
+    env = make_env(env_settings)
+    recording = None
     try:
         spec = env_spec(env)
         agent = build_agent(preset, spec, device)
@@ -123,8 +134,19 @@ def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: in
         except Exception as exc:  # any misfit of the saved values (types, shapes, keys)
             raise CheckpointError(f"{checkpoint.path}: does not fit its preset ({one_line(exc)})") from None
         policy = make_policy(agent, preset.algo, spec, deterministic=deterministic)
-        summary = evaluate(env, policy, normalizer, eval_seeds(base_seed, 0, episodes))
+        episodes_env: gym.Env = env
+        if video is not None:
+            from rltui.video import DEFAULT_FPS, FrameTap, VideoWriter
+
+            recording = VideoWriter(video, fps=int(env.metadata.get("render_fps") or DEFAULT_FPS))
+            episodes_env = FrameTap(env, recording.add)
+        summary = evaluate(episodes_env, policy, normalizer, eval_seeds(base_seed, 0, episodes))
+        if recording is not None:
+            recording.close()
+            recording = None
     finally:
+        if recording is not None:
+            recording.abandon()
         env.close()
     return {
         "return_mean": summary.return_mean,

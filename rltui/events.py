@@ -238,7 +238,12 @@ class UpdateMetrics(Event):
 
 @dataclass(frozen=True)
 class EvalResult(Event):
-    """Deterministic (or stochastic) evaluation episodes on separate environments."""
+    """Deterministic (or stochastic) evaluation episodes on separate environments.
+
+    `source` says why they ran: "scheduled" (every `[eval] interval` steps and at the end: the
+    run's evaluation curve), "requested" (an `evaluate` command) or "manual" (evaluation mode: one
+    event per episode, its own record, apart from the curve).
+    """
 
     kind: ClassVar[str] = "eval"
     return_mean: float
@@ -247,12 +252,26 @@ class EvalResult(Event):
     episodes: int
     returns: tuple[float, ...] = ()
     deterministic: bool = True
+    source: str = "scheduled"
+
+
+EVAL_SOURCES = ("scheduled", "requested", "manual")
 
 
 @dataclass(frozen=True)
 class CheckpointSaved(Event):
     kind: ClassVar[str] = "checkpoint"
     path: str
+
+
+@dataclass(frozen=True)
+class BestCheckpointSaved(Event):
+    """A scheduled evaluation beat every earlier one of the run: the agent it evaluated (with mean
+    return `return_mean`) was saved as `path` (checkpoints/best)."""
+
+    kind: ClassVar[str] = "best_checkpoint"
+    path: str
+    return_mean: float
 
 
 @dataclass(frozen=True)
@@ -281,6 +300,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UpdateMetrics,
         EvalResult,
         CheckpointSaved,
+        BestCheckpointSaved,
         WarningRaised,
         ErrorRaised,
     )

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from rltui.events import (
+    BestCheckpointSaved,
     CheckpointSaved,
     EpisodeFinished,
     ErrorRaised,
@@ -47,12 +48,14 @@ from rltui.runlog import MetricsFollower
 
 TRAIN_RETURN = "train/episode_return"
 EVAL_RETURN = "eval/return_mean"
-STEPS_PER_S = "perf/steps_per_s"
-UPDATES_PER_S = "perf/updates_per_s"
+MANUAL_RETURN = "eval/manual_return"  # evaluation-mode episodes, one point each (apart from the curve)
 MAX_SERIES = 512  # distinct metric names kept (a real run has a few dozen); more are dropped with one warning
 LOG_TEXT_LIMIT = 1000  # characters of one log line
 NAME_LIMIT = 200  # characters of a run's name, env id, device, run dir, metric name
 RECENT_POINTS = 32  # raw values of each series kept as they are (e.g. the last 10 returns)
+SYSTEM_PREFIX = "sys/"  # the system metrics' names (rltui.system)
+RATE_WINDOW_S = 10.0  # steps/s and updates/s are measured over the last this many seconds of training
+MIN_RATE_SPAN_S = 1.0  # and not before the window spans this much (a rate over 0.1 s is noise)
 
 
 def clean_text(text: str, limit: int = LOG_TEXT_LIMIT) -> str:
@@ -210,6 +213,8 @@ class StatusSnapshot:
     earlier_sessions_s: float = 0.0  # how long the sessions before it ran (first to last event of each)
     last_eval: EvalResult | None = None
     error: str | None = None  # the latest ErrorRaised message
+    eta_s: float | None = None  # seconds to total_steps at the training rate; None while unknown
+    system: Mapping[str, float] = field(default_factory=dict)  # the latest "sys/..." metrics (rltui.system)
 
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds the run has been running, over all its sessions, up to `now` or its last event."""
@@ -238,6 +243,64 @@ class _Status:
     earlier_sessions_s: float = 0.0
     last_eval: EvalResult | None = None
     error: str | None = None
+    rates: _RateWindow = field(default_factory=lambda: _RateWindow())
+    manual: _ManualSession = field(default_factory=lambda: _ManualSession())
+
+
+@dataclass
+class _ManualSession:
+    """The evaluation-mode episodes since it was switched on (summed up in one log line at its end)."""
+
+    returns: list[float] = field(default_factory=list)
+    step: int = 0
+
+    def add(self, event: EvalResult) -> None:
+        self.returns.extend(event.returns or (event.return_mean,))
+        self.step = event.step
+
+
+class _RateWindow:
+    """Training throughput over the last RATE_WINDOW_S seconds of event time.
+
+    Fed with (time, step, updates) at every UpdateMetrics. Pauses and evaluations are not training:
+    the window starts again after them, and the rates read zero meanwhile. Warm-up (env steps before
+    the first update: fast, since nothing learns) is not the rate to come: the window starts again
+    at the first update, and until then the ETA is unknown.
+    """
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int, int]] = deque()
+        self.updates = 0  # updates this session, summed over UpdateMetrics
+        self.learning = False  # an update happened this session
+
+    def restart(self, *, new_session: bool = False) -> None:
+        self.samples.clear()
+        if new_session:
+            self.updates, self.learning = 0, False
+
+    def add(self, time: float, step: int, updates: int) -> None:
+        if not math.isfinite(time):
+            return
+        if updates > 0 and not self.learning:
+            self.learning = True
+            self.samples.clear()
+        self.updates += updates
+        samples = self.samples
+        if samples and (time < samples[-1][0] or step < samples[-1][1]):
+            samples.clear()  # time or steps went back (a log from several sessions): start over
+        samples.append((time, step, self.updates))
+        while len(samples) > 2 and samples[-1][0] - samples[1][0] >= RATE_WINDOW_S:
+            samples.popleft()
+
+    def measured(self) -> tuple[float, float] | None:
+        """(steps/s, updates/s) over the window, None before it spans MIN_RATE_SPAN_S."""
+        if len(self.samples) < 2:
+            return None
+        (t0, s0, u0), (t1, s1, u1) = self.samples[0], self.samples[-1]
+        span = t1 - t0
+        if span < MIN_RATE_SPAN_S:
+            return None
+        return (s1 - s0) / span, (u1 - u0) / span
 
 
 class MetricsHistory:
@@ -345,6 +408,10 @@ class MetricsHistory:
             verb = "resumed" if event.resumed else "started"
             self._log_add(event.step, event.time, "info", f"run {verb}: {event.run_dir}")
         elif isinstance(event, StateChanged):
+            if event.state is not st.state:
+                st.rates.restart()
+            if event.state is not RunState.EVALUATING:
+                self._close_manual_session(event.time)
             st.state = event.state
             st.message = event.message
             if event.state in (RunState.FINISHED, RunState.FAILED):
@@ -355,34 +422,53 @@ class MetricsHistory:
             st.episodes += 1
             self._add(TRAIN_RETURN, event.step, event.episode_return)
         elif isinstance(event, UpdateMetrics):
-            st.updates = max(st.updates, event.updates)
+            st.updates += max(event.updates, 0)
+            st.rates.add(event.time, event.step, max(event.updates, 0))
             for name, value in event.metrics.items():
                 self._add(name, event.step, value)
+        elif isinstance(event, EvalResult) and event.source == "manual":
+            self._add(MANUAL_RETURN, event.step, event.return_mean)
+            st.manual.add(event)
         elif isinstance(event, EvalResult):
             st.last_eval = event
             self._add(EVAL_RETURN, event.step, event.return_mean)
             self._add("eval/return_std", event.step, event.return_std)
             self._add("eval/length_mean", event.step, event.length_mean)
             mode = "deterministic" if event.deterministic else "stochastic"
+            why = "requested, " if event.source == "requested" else ""
             self._log_add(
                 event.step, event.time, "info",
-                f"eval ({mode}, {event.episodes} ep): {event.return_mean:.1f} ± {event.return_std:.1f}",
+                f"eval ({why}{mode}, {event.episodes} ep): {event.return_mean:.1f} ± {event.return_std:.1f}",
             )
         elif isinstance(event, CheckpointSaved):
             st.last_checkpoint = event.path
             self._log_add(event.step, event.time, "good", f"checkpoint {event.path}")
+        elif isinstance(event, BestCheckpointSaved):
+            self._log_add(event.step, event.time, "good", f"new best {event.return_mean:.1f}: {event.path}")
         elif isinstance(event, WarningRaised):
             self._log_add(event.step, event.time, "warning", event.message)
         elif isinstance(event, ErrorRaised):
             st.message = st.error = event.message
             self._log_add(event.step, event.time, "error", event.message)
 
+    def _close_manual_session(self, time: float) -> None:
+        """Evaluation mode ended: its episodes become one line of the event log."""
+        manual = self._status.manual
+        if manual.returns:
+            returns = np.array(manual.returns)
+            self._log_add(manual.step, time, "info",
+                          f"evaluation mode: {len(returns)} episode{'s' if len(returns) != 1 else ''}, "
+                          f"{returns.mean():.1f} ± {returns.std():.1f} (deterministic, at step {manual.step:,})")
+        manual.returns.clear()
+
     def _start_session(self, event: RunStarted) -> None:
         """A (resumed) session begins: close the previous one's time, go back to the event's step."""
         st = self._status
+        self._close_manual_session(event.time)
         if st.session_start_time is not None and st.last_time is not None:
             st.earlier_sessions_s += max(st.last_time - st.session_start_time, 0.0)
         st.session_start_time = event.time if math.isfinite(event.time) else None
+        st.rates.restart(new_session=True)
         if event.step < st.step:  # the steps after the checkpoint it resumes from never happened
             for series in self._series.values():
                 series.truncate(float(event.step))
@@ -423,6 +509,7 @@ class MetricsHistory:
     def status(self) -> StatusSnapshot:
         with self._lock:
             st = self._status
+            steps_per_s, updates_per_s, eta_s = self._rates()
             return StatusSnapshot(
                 info=st.info,
                 state=st.state,
@@ -431,8 +518,8 @@ class MetricsHistory:
                 total_steps=st.total_steps,
                 episodes=st.episodes,
                 updates=st.updates,
-                steps_per_s=st.latest.get(STEPS_PER_S),
-                updates_per_s=st.latest.get(UPDATES_PER_S),
+                steps_per_s=steps_per_s,
+                updates_per_s=updates_per_s,
                 start_time=st.start_time,
                 last_time=st.last_time,
                 last_checkpoint=st.last_checkpoint,
@@ -441,7 +528,28 @@ class MetricsHistory:
                 earlier_sessions_s=st.earlier_sessions_s,
                 last_eval=st.last_eval,
                 error=st.error,
+                eta_s=eta_s,
+                system={k: v for k, v in st.latest.items() if k.startswith(SYSTEM_PREFIX)},
             )
+
+    def _rates(self) -> tuple[float | None, float | None, float | None]:
+        """(steps/s, updates/s, ETA s) as the status shows them: nothing once the run ended, zero
+        while it is paused or evaluating, else over the rate window (ETA only once learning)."""
+        st = self._status
+        if st.state.is_final or st.state is RunState.STARTING:
+            return None, None, None
+        if st.state is not RunState.RUNNING:
+            return 0.0, 0.0, None
+        measured = st.rates.measured()
+        if measured is None:
+            return None, None, None
+        steps_per_s = measured[0]
+        # updates farther apart than the window are unknown, not zero
+        updates_per_s = None if st.rates.learning and measured[1] == 0 else measured[1]
+        eta = None
+        if st.rates.learning and steps_per_s > 0 and st.total_steps > st.step:
+            eta = (st.total_steps - st.step) / steps_per_s
+        return steps_per_s, updates_per_s, eta
 
     def series_version(self, name: str) -> int:
         with self._lock:

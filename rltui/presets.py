@@ -468,6 +468,20 @@ def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+def _unknown_key(name: str, here: Iterable[str], table: str = "") -> str:
+    """"unknown key", with the closest key where it was written, else the table it belongs in
+    (`total_steps` at the top level or under [mpo]: "train.total_steps")."""
+    elsewhere = [f"{other}.{key}" for other, keys in _TABLES.items() if other != table for key in keys]
+    exact = [dotted for dotted in elsewhere if dotted.split(".", 1)[1] == name]
+    if exact:
+        return f'unknown key (did you mean "{exact[0]}"?)'
+    hint = _did_you_mean(name, here)
+    if not hint:
+        close = difflib.get_close_matches(name, [d.split(".", 1)[1] for d in elsewhere], n=1, cutoff=0.8)
+        hint = next((f' (did you mean "{d}"?)' for d in elsewhere if close and d.endswith("." + close[0])), "")
+    return "unknown key" + hint
+
+
 # --------------------------------------------------------------------------------------------
 # Reading files, `extends` and provenance
 
@@ -596,7 +610,11 @@ class _PresetFiles:
         for base in bases:
             base_path = base_dir / base
             if not base_path.is_file():
-                raise PresetError(origin, "extends", f"no such file {_show(_display_path(base_path))}")
+                named = _named_base(base)
+                if named is None:
+                    raise PresetError(origin, "extends", f"no such file {_show(_display_path(base_path))}"
+                                                         f" and no preset named {_show(base)}")
+                base_path = named
             if base_path.resolve() in chain:
                 names = [_display_path(p) for p in chain[chain.index(base_path.resolve()):]]
                 raise PresetError(origin, "extends", "cycle: " + " -> ".join(names + [_display_path(base_path)]))
@@ -698,7 +716,7 @@ def _validate(raw: Mapping[str, Any], origins: _Origins, fallback_name: str, *, 
             raise fail((name,), "only allowed in a preset file")
         if name not in known_top:
             where = f"[{name}]" if isinstance(value, dict) else name
-            raise PresetError(origins.of((name,)), _shorten(where), "unknown key" + _did_you_mean(name, known_top))
+            raise PresetError(origins.of((name,)), _shorten(where), _unknown_key(name, known_top))
         if name in _TABLES and not isinstance(value, dict):
             raise fail((name,), f"expected a table, got {_show(value)}")
 
@@ -722,7 +740,7 @@ def _validate(raw: Mapping[str, Any], origins: _Origins, fallback_name: str, *, 
         for name, value in raw.get(table, {}).items():
             path = (table, name)
             if name not in keys:
-                raise fail(path, "unknown key" + _did_you_mean(name, keys))
+                raise fail(path, _unknown_key(name, keys, table))
             key = keys[name]
             if not key.applies_to(algo):
                 raise fail(path, f'only used by algo "{key.setting.algo}", but the preset has algo "{algo}"')
@@ -987,6 +1005,18 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
+def _named_base(name: str) -> Path | None:
+    """`extends = "pendulum-mpo"` (or "_mujoco-mpo", with or without ".toml") from a file anywhere:
+    the preset of that name in ./presets or the bundled ones; None if `name` is a path or unknown."""
+    if "/" in name or os.sep in name or name in (".", ".."):
+        return None
+    file_name = name if name.endswith(".toml") else f"{name}.toml"
+    for directory in _search_dirs():
+        if (directory / file_name).is_file():
+            return directory / file_name
+    return None
+
+
 def is_base_file(path: str | os.PathLike[str]) -> bool:
     """Files whose name starts with "_" are bases for `extends`, not presets to run."""
     return Path(path).name.startswith("_")
@@ -1081,8 +1111,8 @@ def preset_to_toml(preset: Preset) -> str:
 SCHEMA_BEGIN = "<!-- schema: generated from rltui/presets.py by `python -m rltui.presets --update-readme` -->"
 SCHEMA_END = "<!-- end of the generated schema -->"
 UPDATE_README_COMMAND = "python -m rltui.presets --update-readme"
-_EXTENDS_ROW = ("| `extends` | string or array of strings | none | paths relative to the file | base files, "
-                "see [`extends`](#extends) |")
+_EXTENDS_ROW = ("| `extends` | string or array of strings | none | paths relative to the file, or preset names "
+                "| base files, see [`extends`](#extends) |")
 
 
 def _range_doc(key: _Key) -> str:

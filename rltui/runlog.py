@@ -13,8 +13,11 @@ Kinds and their fields (see `rltui.events`):
     update       updates (number of updates averaged), metrics {name: float}
                  e.g. "loss/q", "kl/nonparametric", "dual/temperature", "policy/kl", "perf/steps_per_s",
                  "perf/updates_per_s", "train/skipped_updates", "env/steps"
-    eval         return_mean, return_std, length_mean, episodes, returns [floats], deterministic
+    eval         return_mean, return_std, length_mean, episodes, returns [floats], deterministic,
+                 source ("scheduled", "requested" or "manual": evaluation mode; absent = scheduled)
     checkpoint   path
+    best_checkpoint  path (checkpoints/best), return_mean: a scheduled evaluation beat every earlier
+                 one and its agent was saved (absent in older logs)
     warning      message
     error        message, traceback
 

@@ -77,7 +77,7 @@ PROC_LOCKS = Path("/proc/locks")
 
 PROBE_TIMEOUT_S = 0.5
 RECENT_EPISODES = 10  # training episodes averaged into `recent_return`
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: evaluation mode told by the eval events' source
 CACHE_SAVE_INTERVAL_S = 5.0  # a refresh that changed something saves the cache at most this often
 READ_CHUNK_BYTES = 8 << 20
 _CHECK_BYTES = 64  # bytes at the log's start and before the read offset compared to notice a rewrite
@@ -322,15 +322,19 @@ class _Fold:
                 self.message = event.message
             self.state = event.state.value
         elif isinstance(event, EvalResult):
-            self._add_eval(event.step, event.time, event.return_mean, event.return_std, event.deterministic)
+            self._add_eval(event.step, event.time, event.return_mean, event.return_std, event.deterministic,
+                           event.source)
         elif isinstance(event, ErrorRaised):
             self.message = event.message
 
-    def _add_eval(self, step: int, time: float, mean: float, std: float, deterministic: bool) -> None:
+    def _add_eval(self, step: int, time: float, mean: float, std: float, deterministic: bool,
+                  source: str | None) -> None:
         self.step = step
         self._saw_time(time)
-        # (evaluation mode streams single episodes while the state is "evaluating": not a curve point)
-        if deterministic and self.state != RunState.EVALUATING.value:
+        # Evaluation mode's single episodes are not curve points: said by their source, or (logs
+        # older than `source`) by coming while the state is "evaluating".
+        manual = source == "manual" if source is not None else self.state == RunState.EVALUATING.value
+        if deterministic and not manual:
             self.eval_steps.append(step)
             self.eval_means.append(mean)
             self.eval_stds.append(std)
@@ -353,8 +357,8 @@ def _parse(line: bytes) -> Event | None:
         return None
 
 
-def _eval_point(line: bytes) -> tuple[int, float, float, float, bool] | None:
-    """(step, time, return_mean, return_std, deterministic) of an evaluation's line as the run log
+def _eval_point(line: bytes) -> tuple[int, float, float, float, bool, str | None] | None:
+    """(step, time, return_mean, return_std, deterministic, source) of an evaluation's line as the run log
     writes it (the one frequent line a summary needs), without building its event; None for
     anything else (null values, missing fields, wrong types), which `parse_event_line` then judges.
     Accepts only lines `parse_event_line` accepts, with the same values."""
@@ -369,11 +373,11 @@ def _eval_point(line: bytes) -> tuple[int, float, float, float, bool] | None:
                                                    p["length_mean"], p["episodes"])
     except KeyError:
         return None
-    returns, deterministic = p.get("returns", []), p.get("deterministic", True)
+    returns, deterministic, source = p.get("returns", []), p.get("deterministic", True), p.get("source")
     if (type(step) is int and type(episodes) is int and 0 <= step <= MAX_INT and 0 <= episodes <= MAX_INT
-            and type(deterministic) is bool and type(returns) is list
+            and type(deterministic) is bool and type(returns) is list and (source is None or type(source) is str)
             and {type(time_), type(mean), type(std), type(length), *map(type, returns)} == {float}):
-        return step, time_, mean, std, deterministic
+        return step, time_, mean, std, deterministic, source
     return None
 
 

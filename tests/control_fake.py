@@ -92,7 +92,7 @@ class FakeEngine:
                 self.step += 1
                 if time.monotonic() - last_metrics > 0.1:
                     last_metrics = time.monotonic()
-                    self._emit(UpdateMetrics(self.step, updates=self.step, metrics={"perf/steps_per_s": 1000.0}))
+                    self._emit(UpdateMetrics(self.step, updates=1, metrics={"perf/steps_per_s": 1000.0}))
                 time.sleep(self.step_s)
         except StopIteration:
             pass
@@ -152,11 +152,23 @@ def start_fake(run_dir: Path, **kwargs) -> tuple[FakeEngine, threading.Thread]:
     engine = FakeEngine(run_dir, **kwargs)
     thread = engine.start()
     deadline = time.monotonic() + 10
-    while engine.state is not RunState.RUNNING or engine.step == 0:  # (the first step reports a rate)
+    while engine.state is not RunState.RUNNING or engine.step == 0:
         if time.monotonic() > deadline:
             raise AssertionError("the fake run did not start")
         time.sleep(0.01)
     return engine, thread
+
+
+def wait_for_a_rate(run_dir: Path, timeout: float = 10.0) -> None:
+    """Until the run's status measures steps/s (its rate window spans a second or more)."""
+    from rltui.control import ControlClient, socket_path
+
+    deadline = time.monotonic() + timeout
+    with ControlClient(socket_path(run_dir)) as client:
+        while client.status()["steps_per_s"] is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("no rate measured")
+            time.sleep(0.05)
 
 
 def stop_fake(engine: FakeEngine, thread: threading.Thread) -> None:

@@ -67,7 +67,7 @@ def _metrics(algo: str, step: int) -> dict[str, float]:
 
 
 def scripted_events(algo: str = "mpo", steps: int = 6000, total_steps: int = 10_000) -> list[Event]:
-    """A run of `steps` env steps: episodes every 200, updates every 100, evals every 2000."""
+    """A run of `steps` env steps: episodes every 200, metrics every 100 (25 updates each), evals every 2000."""
     def t(step: int) -> float:
         return T0 + step / 500.0
 
@@ -81,7 +81,7 @@ def scripted_events(algo: str = "mpo", steps: int = 6000, total_steps: int = 10_
         if step % 200 == 0:
             ret = -1400.0 + 1250.0 * (1 - math.exp(-step / 2500)) + 120.0 * math.sin(step * 0.37)
             events.append(EpisodeFinished(step, episode_return=ret, episode_length=200, time=t(step)))
-        events.append(UpdateMetrics(step, updates=step // 4, metrics=_metrics(algo, step), time=t(step)))
+        events.append(UpdateMetrics(step, updates=25, metrics=_metrics(algo, step), time=t(step)))
         if step % 2000 == 0:
             mean = -1300.0 + 1150.0 * (1 - math.exp(-step / 2500))
             events.append(EvalResult(step, return_mean=mean, return_std=20.0, length_mean=200.0,

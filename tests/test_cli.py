@@ -151,9 +151,16 @@ def test_progress_line_on_a_terminal_redraws_in_place():
         def isatty(self) -> bool:
             return True
 
+    from rltui.events import RunStarted, RunState, StateChanged
+
     stream = Tty()
     progress = cli.HeadlessProgress(total_steps=1000, start_step=0, stream=stream)
-    progress(UpdateMetrics(step=100, updates=3, metrics={"perf/steps_per_s": 50.0}))
+    for event in (RunStarted(0, name="r", algo="mpo", env_id="Pendulum-v1", device="cpu", total_steps=1000,
+                             run_dir="r", time=0.0),
+                  StateChanged(0, state=RunState.RUNNING, time=0.0),
+                  UpdateMetrics(step=50, updates=3, metrics={}, time=1.0)):
+        progress.history(event)  # folded, not drawn
+    progress(UpdateMetrics(step=100, updates=3, metrics={}, time=2.0))  # 50 steps/s over the last second
     progress(EpisodeFinished(step=200, episode_return=-10.0, episode_length=200))  # within 0.25 s: not drawn
     assert stream.getvalue().count("\r") == 1
     assert "step 100/1,000 (10%) | 50 steps/s | ETA 0:00:18" in stream.getvalue()
@@ -179,7 +186,7 @@ def test_progress_line_and_summary_come_from_the_folded_events():
     lines = stream.getvalue().splitlines()
     plain = [line for line in lines if line.startswith("step ")]
     assert len(plain) == 21  # one line per 5 % (210 steps), at the first event past each mark
-    assert plain[0] == "step 0/4,200 (0%) | 0 steps/s"
+    assert plain[0] == "step 0/4,200 (0%) | – steps/s"  # nothing measured yet
     assert plain[-1] == f"step 4,200/4,200 (100%) | 500 steps/s | return {sum(returns) / 10:.1f} (last 10) | " \
                         f"eval {last_eval.return_mean:.1f}"
     half = next(line for line in plain if line.startswith("step 2,100/4,200 (50%) | 500 steps/s | return "))

@@ -132,7 +132,7 @@ def test_controls_are_answered_within_a_second(tmp_path):
     mark = rec.mark()
     reply = engine.submit(Evaluate(1)).result(timeout=5.0)  # evaluations run while paused
     result = rec.wait_for(lambda e: isinstance(e, EvalResult), timeout=0.1, after=mark)
-    assert result.episodes == 1 and result.step == frozen
+    assert result.episodes == 1 and result.step == frozen and result.source == "requested"
     assert reply.data == {"return_mean": result.return_mean, "return_std": 0.0, "episodes": 1, "step": frozen}
 
     mark = rec.mark()
@@ -142,6 +142,7 @@ def test_controls_are_answered_within_a_second(tmp_path):
     rec.wait_for(lambda e: isinstance(e, EvalResult), timeout=5.0, after=rec.mark())
     streamed = [e for e in rec.events[mark:] if isinstance(e, EvalResult)]
     assert len(streamed) >= 2 and len({e.returns for e in streamed}) == len(streamed)  # fresh seeds each
+    assert {e.source for e in streamed} == {"manual"} and all(e.episodes == 1 for e in streamed)
     assert engine.step == frozen
 
     assert engine.submit(SetEvalMode(False)).result(timeout=1.0).ok

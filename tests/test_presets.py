@@ -282,7 +282,7 @@ def test_extends_missing_base_and_errors_name_the_file_that_set_the_value(tmp_pa
     write(tmp_path / "m.toml", 'extends = "_gone.toml"\n')
     with pytest.raises(PresetError) as caught:
         load_preset(tmp_path / "m.toml")
-    assert str(caught.value) == 'm.toml: extends: no such file "_gone.toml"'
+    assert str(caught.value) == 'm.toml: extends: no such file "_gone.toml" and no preset named "_gone.toml"'
     write(tmp_path / "_base.toml", 'algo = "mpo"\n[mpo]\nkl_epsilon = -1\n')
     write(tmp_path / "child.toml", 'extends = "_base.toml"\n[env]\nid = "Pendulum-v1"\n')
     with pytest.raises(PresetError) as caught:
@@ -291,6 +291,39 @@ def test_extends_missing_base_and_errors_name_the_file_that_set_the_value(tmp_pa
     with pytest.raises(PresetError) as caught:
         load_preset(tmp_path / "child.toml", ["mpo.kl_epsilon=0"])
     assert str(caught.value) == "--set mpo.kl_epsilon: [mpo] kl_epsilon: expected a number > 0, got 0"
+
+
+def test_extends_names_a_bundled_preset_from_a_file_anywhere(tmp_path, monkeypatch):
+    from rltui.presets import bundled_presets_dir
+
+    elsewhere = tmp_path / "my" / "work"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # no ./presets here: the names resolve to the bundled presets
+    write(elsewhere / "mine.toml", 'extends = "pendulum-mpo"\nname = "mine"\n[train]\ntotal_steps = 3000\n')
+    mine = load_preset(elsewhere / "mine.toml")
+    bundled = load_preset(bundled_presets_dir() / "pendulum-mpo.toml")
+    assert (mine.name, mine.train.total_steps) == ("mine", 3000)
+    assert (mine.agent, mine.network, mine.env) == (bundled.agent, bundled.network, bundled.env)
+    write(elsewhere / "hop.toml", 'extends = "_mujoco-mpo.toml"\n[env]\nid = "Hopper-v5"\n')
+    assert load_preset(elsewhere / "hop.toml").algo == "mpo"
+    # a file next to the preset wins over a preset of the same name
+    write(elsewhere / "pendulum-mpo", 'algo = "trpo"\n')
+    write(elsewhere / "local.toml", 'extends = "pendulum-mpo"\n[env]\nid = "Pendulum-v1"\n')
+    assert load_preset(elsewhere / "local.toml").algo == "trpo"
+    write(elsewhere / "nope.toml", 'extends = "pendulum-mop"\n')
+    with pytest.raises(PresetError) as caught:
+        load_preset(elsewhere / "nope.toml")
+    assert str(caught.value) == ('my/work/nope.toml: extends: no such file "my/work/pendulum-mop" and no preset '
+                                 'named "pendulum-mop"')
+
+
+def test_a_key_written_outside_its_table_names_the_table():
+    assert error_of("total_steps = 5\n" + MPO_TEXT) == \
+        'x.toml: total_steps: unknown key (did you mean "train.total_steps"?)'
+    assert error_of(MPO_TEXT + "[mpo]\ntotal_steps = 5\n") == \
+        'x.toml: [mpo] total_steps: unknown key (did you mean "train.total_steps"?)'
+    assert error_of(MPO_TEXT + "[train]\npolicy_lr = 5\n") == \
+        'x.toml: [train] policy_lr: unknown key (did you mean "mpo.policy_lr"?)'
 
 
 def test_extends_must_be_paths():
@@ -332,6 +365,8 @@ def test_override_errors_name_the_override(mpo_preset):
         '--set mpo.kl_epsilon: [mpo] kl_epsilon: expected a number > 0, got "abc"'
     assert override_error(mpo_preset, "mpo.kl_epsilonn=1") == \
         '--set mpo.kl_epsilonn: [mpo] kl_epsilonn: unknown key (did you mean "kl_epsilon"?)'
+    assert override_error(mpo_preset, "total_steps=10") == \
+        '--set total_steps: total_steps: unknown key (did you mean "train.total_steps"?)'
     assert override_error(mpo_preset, "trpo.gamma=0.9") == \
         '--set trpo.gamma: [trpo]: this table is for algo "trpo", but the preset has algo "mpo"'
     assert override_error(mpo_preset, "train.seed") == '--set train.seed: expected section.key=value, got "train.seed"'

@@ -17,6 +17,12 @@ an evaluation due or asked for (one step of it) > pause (wait for a command) > t
 stops training: evaluations and checkpoints asked for while paused still run. Each command's
 future resolves once it took effect (see rltui.commands).
 
+Best model: after each scheduled evaluation (the interval ones and the final one, not those asked
+for nor evaluation mode) whose mean return beats every earlier one of the run, the agent is saved
+as checkpoints/best (rltui.checkpoint) and a BestCheckpointSaved follows its EvalResult; a resumed
+run reads the return to beat from that checkpoint. The run's run.json (rltui.runmeta) is written
+when the engine is built: created for a new run, a `resumes` entry added for a resume.
+
 A run directory has one owner: the engine takes its lock (rltui.rundir) before writing anything
 and releases it when `run()` ends (or on `close()` for an engine that never runs). Checkpoints hold
 everything needed to continue exactly: a run stopped at any step and resumed gives the same weights
@@ -28,14 +34,16 @@ becomes an ErrorRaised event and the FAILED state; a subscriber that raises is r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
 import random
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +54,15 @@ import numpy as np
 import torch
 
 from rltui import checkpoint as ckpt
+from rltui import runmeta
 from rltui.commands import Checkpoint, Command, Evaluate, Pause, Reply, Resume, SetEvalMode, Stop
 from rltui.control import ControlError, ControlServer
 from rltui.engine.loops import LOOPS, Counters, Loop, LoopContext
 from rltui.env_state import EnvStateError
 from rltui.envs import EnvSpec, ObsNormalizer, Policy, TrainingEnvs, eval_seeds, make_env
-from rltui.evaluation import Evaluation
+from rltui.evaluation import EvalSummary, Evaluation
 from rltui.events import (
+    BestCheckpointSaved,
     CheckpointSaved,
     EpisodeFinished,
     ErrorRaised,
@@ -77,11 +87,14 @@ from rltui.resume import ResumeError, check_resume
 from rltui.rollout import RolloutError
 from rltui.rundir import RunLock, write_preset
 from rltui.runlog import LOG_NAME, RunLogWriter
+from rltui.system import SystemSampler
+from rltui.video import DEFAULT_FPS, FrameTap, LiveFrames, render_offscreen
 
 log = logging.getLogger(__name__)
 
 METRICS_INTERVAL_S = 0.5
 PAUSED_POLL_S = 0.2  # how long a paused engine waits for a command before looking again
+FRAME_LAG_S = 0.2  # a watched episode late by more than this (a slow render) does not rush to catch up
 STREAM_FIRST_INDEX = 500_000  # evaluation-mode episodes use seeds apart from interval evaluations
 RESUME_SEED_OFFSET = 2**32  # envs whose state was not saved are re-seeded on resume: seed + offset + env steps
 RUN_ENDED = "the run has ended"
@@ -122,7 +135,8 @@ class _MetricsWindow:
     UpdateMetrics events.
     """
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, system: SystemSampler | None = None) -> None:
+        self.system = system  # CPU, memory and GPU use, added at most once a second
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.updates = 0
@@ -153,6 +167,8 @@ class _MetricsWindow:
         metrics["perf/updates_per_s"] = (self.updates - self.start_updates) / elapsed
         metrics["train/skipped_updates"] = float(skipped_total)
         metrics["env/steps"] = float(step)
+        if self.system is not None and self.system.due():
+            metrics.update(self.system.sample())
         event = UpdateMetrics(step=step, updates=self.updates, metrics=metrics)
         self.sums, self.counts, self.updates, self.episode_returns = {}, {}, 0, []
         self.emitted_at = time.monotonic()
@@ -170,9 +186,19 @@ class _PendingEvaluation:
 
 
 class Engine:
-    def __init__(self, preset: Preset, run_dir: Path, *, resume: bool = False) -> None:
+    def __init__(
+        self,
+        preset: Preset,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        command: Sequence[str] | None = None,
+        sweep: Mapping[str, Any] | None = None,
+    ) -> None:
         """Take the run directory's lock, build envs, agent and loop; with `resume`, restore the
-        run's latest checkpoint. Nothing in the run directory changes before all of that succeeded.
+        run's latest checkpoint. Nothing in the run directory changes before all of that succeeded;
+        then preset.toml and run.json are written (`command`: the command line recorded there,
+        default sys.argv; `sweep`: the sweep trial this new run is, any JSON object).
 
         Raises RunLockedError (another process owns the run), EnvError (environment), PresetError
         (device), CheckpointError or ResumeError (resume) or ValueError (agent settings).
@@ -186,6 +212,7 @@ class Engine:
         self._lock = RunLock(self.run_dir)  # before anything in the run directory is read or written
         try:
             self._build(preset, resume)
+            self._write_run_meta(list(sys.argv) if command is None else list(command), sweep)
         except BaseException:
             self.close()
             raise
@@ -230,14 +257,21 @@ class Engine:
         self._control: ControlServer | None = None
         self._eval_env: gym.Env | None = None
         self._stream_env: gym.Env | None = None
+        self._frames_env: gym.Env | None = None  # evaluation mode's env while its frames are watched
+        self.frames = LiveFrames()
+        self._next_frame_at = 0.0
+        self._frame_period = 1.0 / DEFAULT_FPS
+        self._stream_paced = False
         self._last_eval_step = -1
         self._last_saved: tuple[int, int] | None = None
+        self._resumed_from: Path | None = None  # the checkpoint a resume restored
+        self._best_return: float | None = None  # the mean return of checkpoints/best
         self._reset_seed = seed
         self._episodes_restored = False  # a resume continues the saved episodes: no reset at the start
         if resume:
             self._restore()
         write_preset(self.run_dir, preset)
-        self._window = _MetricsWindow(self.step)
+        self._window = _MetricsWindow(self.step, SystemSampler(str(self.device)))
 
     @property
     def step(self) -> int:
@@ -272,7 +306,7 @@ class Engine:
         if control is not None:
             control.close()  # after the last replies: the answer to a stop still goes out
             self._control = None
-        for name in ("_envs", "_eval_env", "_stream_env"):  # (some are missing when building failed)
+        for name in ("_envs", "_eval_env", "_stream_env", "_frames_env"):  # (some are missing when building failed)
             env = getattr(self, name, None)
             if env is not None:
                 env.close()
@@ -470,8 +504,11 @@ class Engine:
         self._emit(EvalResult(
             step=self.step, return_mean=summary.return_mean, return_std=summary.return_std,
             length_mean=summary.length_mean, episodes=len(summary.returns), returns=summary.returns,
+            source="scheduled" if pending.future is None else "requested",
         ))
-        if pending.future is not None:
+        if pending.future is None:  # a scheduled evaluation
+            self._keep_if_best(summary)
+        else:
             _resolve(pending.future, Reply(True, f"evaluated {len(summary.returns)} episodes", {
                 "return_mean": summary.return_mean, "return_std": summary.return_std,
                 "episodes": len(summary.returns), "step": self.step,
@@ -480,19 +517,53 @@ class Engine:
     def _stream_step(self) -> None:
         """Evaluation mode: one env step of its current episode; one EvalResult per episode."""
         if self._stream is None:
-            if self._stream_env is None:
-                self._stream_env = make_env(self.preset.env)
+            env = self._watched_stream_env() if self.frames.watching else None
+            self._stream_paced = env is not None
+            if env is None:
+                if self._stream_env is None:
+                    self._stream_env = make_env(self.preset.env)
+                env = self._stream_env
             index = STREAM_FIRST_INDEX + self.counters.stream_episodes
             seeds = eval_seeds(self.preset.train.seed, index, 1)
-            self._stream = Evaluation(self._stream_env, self._deterministic_policy(), self.obs_normalizer, seeds)
+            self._stream = Evaluation(env, self._deterministic_policy(), self.obs_normalizer, seeds)
+        self._stream_paced = self._stream_paced and self.frames.watching
+        if self._stream_paced:  # watched: at the environment's own speed, answering commands meanwhile
+            wait = self._next_frame_at - time.monotonic()
+            if wait > 0:
+                self._take_commands(wait_s=wait)
+                return
+            self._next_frame_at = max(self._next_frame_at, time.monotonic() - FRAME_LAG_S) + self._frame_period
         if not self._stream.step():
             return
         summary, self._stream = self._stream.summary(), None
         self.counters.stream_episodes += 1
         self._emit(EvalResult(
             step=self.step, return_mean=summary.return_mean, return_std=0.0, length_mean=summary.length_mean,
-            episodes=1, returns=summary.returns,
+            episodes=1, returns=summary.returns, source="manual",
         ))
+
+    def _watched_stream_env(self) -> gym.Env | None:
+        """Evaluation mode's env rendering into `frames` (made once), None if frames cannot be had."""
+        if self.frames.unavailable is not None:
+            return None
+        if self._frames_env is None:
+            render_offscreen()
+
+            def broken(exc: Exception) -> None:
+                self.frames.unavailable = f"{type(exc).__name__}: {exc}"
+                self._warn(f"no live frames: {self.frames.unavailable}")
+
+            try:
+                settings = dataclasses.replace(self.preset.env, kwargs={**self.preset.env.kwargs,
+                                                                        "render_mode": "rgb_array"})
+                env = make_env(settings)
+            except Exception as exc:  # noqa: BLE001 - no renderer here: say so once, evaluate unseen
+                broken(exc)
+                return None
+            fps = env.metadata.get("render_fps") or DEFAULT_FPS
+            self._frame_period = 1.0 / max(float(fps), 1.0)
+            self._frames_env = FrameTap(env, self.frames.put, on_error=broken)
+        return self._frames_env
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -511,6 +582,19 @@ class Engine:
         for future in self._checkpoint_futures:
             _resolve(future, Reply(True, f"checkpoint {absolute}", {"path": absolute, "step": self.step}))
         self._checkpoint_futures = []
+
+    def _keep_if_best(self, summary: EvalSummary) -> None:
+        """Save the agent as checkpoints/best when `summary` beats every earlier scheduled evaluation."""
+        previous = self._best_return
+        if not np.isfinite(summary.return_mean) or (previous is not None and summary.return_mean <= previous):
+            return
+        path = ckpt.save_best_checkpoint(
+            self.run_dir, self.step, self.agent.state_dict(), self._engine_state(), preset_to_toml(self.preset),
+            self.loop.replay_to_save(),
+            {"return_mean": summary.return_mean, "return_std": summary.return_std, "episodes": len(summary.returns)},
+        )
+        self._best_return = summary.return_mean
+        self._emit(BestCheckpointSaved(step=self.step, path=os.path.abspath(path), return_mean=summary.return_mean))
 
     def _engine_state(self) -> dict[str, Any]:
         return {
@@ -563,6 +647,31 @@ class Engine:
         except Exception as exc:  # any other misfit of the saved values (types, shapes, keys)
             raise ckpt.CheckpointError(f"{path}: does not fit this preset ({ckpt.one_line(exc)})") from None
         self._last_saved = (self.step, self.counters.updates + self.counters.skipped_updates)
+        self._resumed_from = path
+        self._best_return = self._restore_best_return()
+
+    def _restore_best_return(self) -> float | None:
+        """The return a new best must beat: that of checkpoints/best (None when there is none; a
+        warning when it cannot be read, and the next scheduled evaluation replaces it)."""
+        best = ckpt.best_checkpoint(self.run_dir)
+        if best is None:
+            return None
+        try:
+            return float(ckpt.best_evaluation(best)["return_mean"])
+        except ckpt.CheckpointError as exc:
+            self._notes.append(f"the best checkpoint cannot be used ({exc}); the next evaluation replaces it")
+            return None
+
+    def _write_run_meta(self, command: list[str], sweep: Mapping[str, Any] | None) -> None:
+        """run.json: created for a new run, a resume recorded for a resumed one (rltui.runmeta)."""
+        device = str(self.device)
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        if self._resumed_from is None:
+            runmeta.write_run_meta(self.run_dir, command=command, device=device, gpu=gpu, preset=self.preset,
+                                   sweep=sweep)
+        else:
+            self._notes += runmeta.record_resume(self.run_dir, command=command, device=device, gpu=gpu,
+                                                 preset=self.preset, checkpoint=self._resumed_from, step=self.step)
 
     def _restore_episodes(self, state: dict[str, Any], path: Path) -> None:
         """Continue the episodes in progress at save time where their state was saved; otherwise

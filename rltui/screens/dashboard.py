@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Protocol
 
 from textual import work
@@ -33,7 +34,7 @@ from textual.widgets import Footer
 
 from rltui.commands import Checkpoint, Command, Pause, Reply, Resume, SetEvalMode
 from rltui.events import RunState
-from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory, StatusSnapshot
+from rltui.history import EVAL_RETURN, MANUAL_RETURN, TRAIN_RETURN, MetricsHistory, StatusSnapshot
 from rltui.screens.help import HelpScreen, help_rows
 from rltui.widgets.event_log import EventLog
 from rltui.widgets.inspect_chart import InspectChart
@@ -44,6 +45,7 @@ from rltui.widgets.status_bar import StatusBar
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.99)
 DEFAULT_SMOOTHING = 0.6
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "toggle_eval"}
+LIVE_STATES = (RunState.RUNNING, RunState.PAUSED, RunState.EVALUATING)
 LEAVING_ACTIONS = {"quit_run", "detach", "stop_run"}
 PAUSE_HELP = "pause or resume training"
 ZOOM_HELP = "maximise a chart (plotext view); again to restore"
@@ -76,7 +78,8 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
     """The four charts for `algo` ("mpo" or "trpo"); `settings` is the preset's agent table."""
     returns = ChartSpec(
         "Returns",
-        (SeriesSpec(TRAIN_RETURN, "train", band=True), SeriesSpec(EVAL_RETURN, "eval", "second", smooth=False)),
+        (SeriesSpec(TRAIN_RETURN, "train", band=True), SeriesSpec(EVAL_RETURN, "eval", "second", smooth=False),
+         SeriesSpec(MANUAL_RETURN, "manual", "third", smooth=False, band=True)),
     )
     if algo.lower() == "mpo":
         return [
@@ -135,6 +138,7 @@ class DashboardScreen(Screen[None]):
         Binding("space", "resume", "Resume", show=False, tooltip=PAUSE_HELP),
         Binding("c", "checkpoint", "Ckpt", tooltip="save a checkpoint now"),
         Binding("e", "toggle_eval", "Eval", tooltip="deterministic evaluation mode on/off"),
+        Binding("v", "view_agent", "Agent", tooltip="watch the agent live (evaluation mode, drawn here)"),
         Binding("s", "cycle_smoothing", "Smooth", tooltip="cycle smoothing (EMA 0, 0.6, 0.9, 0.99)"),
         Binding("l", "toggle_log", "Log-y", tooltip="log scale on the focused chart"),
         Binding("1", "maximise(1)", "Zoom", tooltip=ZOOM_HELP),
@@ -142,6 +146,7 @@ class DashboardScreen(Screen[None]):
         Binding("3", "maximise(3)", "Zoom 3", show=False, tooltip=ZOOM_HELP),
         Binding("4", "maximise(4)", "Zoom 4", show=False, tooltip=ZOOM_HELP),
         Binding("tab", "app.focus_next", "Focus", show=False, tooltip="move focus between charts, table and log"),
+        Binding("i", "info", "Info", tooltip="run information (run.json): git, host, command"),
         Binding("question_mark", "help", "Help", tooltip="this help"),
         Binding("q", "quit_run", "Quit", tooltip="quit (stops training with a final checkpoint)"),
         # An attached dashboard (`rltui attach`): `q` leaves the run going, `Q` stops it.
@@ -297,6 +302,12 @@ class DashboardScreen(Screen[None]):
             return True if self._log_target() is not None else None
         if action in ("quit_run", "detach"):  # one `q` in the footer: Quit, or Detach when attached
             return self.attached == (action == "detach")
+        if action == "view_agent":
+            if getattr(self.control, "frames", None) is None:
+                return False  # hidden: only a run of this process renders frames
+            if self.stopping:
+                return None
+            return True if (self.run_state or RunState.STARTING) in LIVE_STATES else None
         if action == "stop_run":
             if not self.attached:
                 return False
@@ -342,6 +353,22 @@ class DashboardScreen(Screen[None]):
         self._send(SetEvalMode(on))
         self.notify("deterministic evaluation mode " + ("on" if on else "off"), timeout=2)
 
+    def action_view_agent(self) -> None:
+        from rltui.screens.agent_view import AgentViewScreen
+
+        frames = getattr(self.control, "frames", None)
+        if frames is None:
+            return
+        turned_on = not self.eval_mode
+        if turned_on:
+            self.action_toggle_eval()
+
+        def back(_: None) -> None:
+            if turned_on and self.eval_mode:
+                self.action_toggle_eval()
+
+        self.app.push_screen(AgentViewScreen(frames, self.history), back)
+
     def action_cycle_smoothing(self) -> None:
         i = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
         self.smoothing = SMOOTHING_STEPS[(i + 1) % len(SMOOTHING_STEPS)]
@@ -383,6 +410,18 @@ class DashboardScreen(Screen[None]):
         shown = [b for b in self.BINDINGS if not isinstance(b, Binding) or b.action not in LEAVING_ACTIONS
                  or self.check_action(b.action, ()) is not False]
         self.app.push_screen(HelpScreen(help_rows(shown, self.app.get_key_display, notes)))
+
+    def action_info(self) -> None:
+        from rltui.screens.info import InfoScreen, read_run_facts
+
+        info = self.history.status().info
+        # The run directory as this process reaches it (a watched run may have been copied elsewhere).
+        run_dir = (getattr(self.control, "run_dir", None) or getattr(self.app, "watch_dir", None)
+                   or (info.run_dir if info is not None else None))
+        if run_dir is None:
+            self.notify("no run information yet: the run has not started", timeout=3)
+            return
+        self.app.push_screen(InfoScreen(read_run_facts(Path(run_dir), info.name if info is not None else None)))
 
     def action_quit_run(self) -> None:
         self.post_message(self.QuitRequested())

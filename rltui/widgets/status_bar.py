@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from rich.text import Text
 from textual.widget import Widget
 
 from rltui.events import RunState
 from rltui.history import StatusSnapshot
+from rltui.system import CPU_PERCENT, GPU_MEM_MB, GPU_PERCENT, RSS_MB
 from rltui.widgets.line_chart import format_value
+
+SILENT_S = 30.0  # a running run that logged nothing for this long shows no rates
 
 STATE_STYLES = {
     RunState.STARTING: "bold",
@@ -27,6 +30,32 @@ def format_duration(seconds: float | None) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def format_update_rate(updates_per_s: float | None) -> str:
+    """"12 upd/s", or "4.2 s/upd" below one a second (TRPO: one update per rollout), "– upd/s"."""
+    if updates_per_s is None or updates_per_s != updates_per_s:
+        return "– upd/s"
+    if 0 < updates_per_s < 1:
+        return f"{1 / updates_per_s:.1f} s/upd"
+    return f"{format_value(updates_per_s)} upd/s"
+
+
+def format_system(system: Mapping[str, float]) -> str:
+    """"CPU 98%  RAM 1.2G  GPU 45% 3.1G" from the "sys/..." metrics there are (rltui.system)."""
+    parts = []
+    if CPU_PERCENT in system:
+        parts.append(f"CPU {system[CPU_PERCENT]:.0f}%")
+    if RSS_MB in system:
+        parts.append(f"RAM {_mib(system[RSS_MB])}")
+    if GPU_PERCENT in system:
+        memory = f" {_mib(system[GPU_MEM_MB])}" if GPU_MEM_MB in system else ""
+        parts.append(f"GPU {system[GPU_PERCENT]:.0f}%{memory}")
+    return "  ".join(parts)
+
+
+def _mib(value: float) -> str:
+    return f"{value / 1024:.1f}G" if value >= 1024 else f"{value:.0f}M"
 
 
 def progress_bar(fraction: float, width: int) -> str:
@@ -57,6 +86,12 @@ class StatusBar(Widget):
         elif self._clock is not None and not status.state.is_final:
             self.refresh()  # the elapsed time and ETA move on with the clock
 
+    def _silent(self, status: StatusSnapshot) -> bool:
+        """A run said to be running that has logged nothing for SILENT_S (e.g. a watched run that
+        was killed): its last rates are not its rates now."""
+        return (self._clock is not None and status.state is RunState.RUNNING and status.last_time is not None
+                and self._clock() - status.last_time > SILENT_S)
+
     def _elapsed(self, status: StatusSnapshot) -> float | None:
         """Time spent running, over every session of the run (a live one up to the clock's now)."""
         return status.elapsed(None if self._clock is None or status.state.is_final else self._clock())
@@ -79,16 +114,17 @@ class StatusBar(Widget):
             top.append(f" {status.message}", "red" if status.state is RunState.FAILED else "")
         if self._extra:
             top.append(f"  {self._extra}", "dim")
+        if not status.state.is_final and not self._silent(status) and status.system:
+            top.append(f"  {format_system(status.system)}", "dim")
 
         total = max(status.total_steps, 1)
-        sps = status.steps_per_s
-        eta = None
-        if sps and sps > 0 and not status.state.is_final:
-            eta = (status.total_steps - status.step) / sps
+        sps, ups, eta = status.steps_per_s, status.updates_per_s, status.eta_s
+        if self._silent(status):
+            sps = ups = eta = None
         right = (
             f" {100 * status.step / total:3.0f}%"
             f"  {format_value(sps) if sps is not None else '–'} steps/s"
-            f"  {format_value(status.updates_per_s) if status.updates_per_s is not None else '–'} upd/s"
+            f"  {format_update_rate(ups)}"
             f"  {format_duration(self._elapsed(status))}"
             f"  ETA {format_duration(eta)}"
         )
