@@ -31,7 +31,7 @@ from rltui.comparison import (
     group_curve,
 )
 from rltui.events import RunStarted, RunState, UpdateMetrics
-from rltui.history import EVAL_RETURN, TRAIN_RETURN, MetricsHistory
+from rltui.history import EVAL_RETURN, MANUAL_RETURN, TRAIN_RETURN, MetricsHistory
 from rltui.runlog import RunLogWriter
 from rltui.screens.compare import CompareScreen
 from rltui.widgets.compare_chart import CompareChart, rasterize_curves
@@ -113,17 +113,17 @@ def test_a_group_mean_covers_the_range_every_member_reaches_with_its_band():
 # ---- what is charted ----------------------------------------------------------------------------
 def test_every_series_of_the_dashboards_charts_is_a_chart_evaluations_first():
     mpo = compared_metrics([("mpo", {"kl_epsilon": 0.1, "mstep_kl_epsilon": 0.01})])
-    assert [m.name for m in mpo] == [EVAL_RETURN, TRAIN_RETURN, "kl/nonparametric", "kl/mean", "kl/std",
-                                     "dual/temperature", "dual/alpha_mean", "dual/alpha_std", "loss/q"]
-    assert mpo[2].title == "KL: E-step" and mpo[2].log_y
-    assert mpo[2].references == (ReferenceLine("ε", 0.1), ReferenceLine("ε_m", 0.01))
+    assert [m.name for m in mpo] == [EVAL_RETURN, TRAIN_RETURN, MANUAL_RETURN, "kl/nonparametric", "kl/mean",
+                                     "kl/std", "dual/temperature", "dual/alpha_mean", "dual/alpha_std", "loss/q"]
+    assert mpo[3].title == "KL: E-step" and mpo[3].log_y
+    assert mpo[3].references == (ReferenceLine("ε", 0.1), ReferenceLine("ε_m", 0.01))
     assert not mpo[0].smooth and mpo[1].smooth  # evaluations are not smoothed, as in the dashboard
     both = compared_metrics([("trpo", {"target_kl": 0.01}), ("mpo", {"kl_epsilon": 0.1})])
     assert [m.name for m in both][-5:] == ["policy/kl", "policy/line_search_frac", "policy/step_norm",
                                            "loss/value", "value/explained_variance"]
-    assert len(both) == 14
+    assert len(both) == 15
     differing = compared_metrics([("mpo", {"kl_epsilon": 0.1}), ("mpo", {"kl_epsilon": 0.2})])
-    assert differing[2].references == ()  # runs with different bounds: no one line is theirs
+    assert differing[3].references == ()  # runs with different bounds: no one line is theirs
 
 
 # ---- the raster ---------------------------------------------------------------------------------
@@ -186,7 +186,9 @@ async def test_keys_group_band_axis_smoothing_pages_zoom_log_and_leave(tmp_path)
         assert isinstance(screen, CompareScreen)
         await _until(pilot, lambda: _loaded(screen), what="the logs")
         await pilot.pause(0.2)
+        # Every series of the two dashboards but the evaluation-mode episodes, which no run has.
         await _shows(pilot, app, "compare 3 runs · x: env steps · ema 0.6 · metrics 1-4 of 14")
+        assert MANUAL_RETURN not in [m.name for m in screen.metrics]
         for name in ("tiny-mpo-s0", "tiny-mpo-s1", "tiny-trpo-s0 (failed)"):
             await _shows(pilot, app, name)
         evals = _chart(screen, 1)

@@ -95,7 +95,7 @@ class CompareScreen(Screen[None]):
         self.refresh_hz = refresh_hz
         self.metrics: list[ComparedMetric] = []
         self.log_y: dict[str, bool] = {}  # the user's scale per metric, kept across pages
-        self._settings_key: tuple[Any, ...] | None = None
+        self._metrics_key: tuple[Any, ...] | None = None
         self._drawn: dict[int, tuple[Any, ...]] = {}  # chart number -> what it shows
         self._legend_key: tuple[Any, ...] | None = None
         self._title = ""
@@ -172,12 +172,14 @@ class CompareScreen(Screen[None]):
                 self._update_chart(chart)
 
     def _update_metrics(self) -> None:
+        """The charts: those of the dashboards of the runs' algorithms that some run has data for."""
         infos = [run.history.status().info for run in self.runs]
         settings = [(info.algo, dict(info.agent_settings)) for info in infos if info is not None]
-        key = tuple((algo, tuple(sorted((k, repr(v)) for k, v in s.items()))) for algo, s in settings)
-        if key != self._settings_key:
-            self._settings_key = key
-            self.metrics = compared_metrics(settings)
+        available = frozenset(name for run in self.runs for name in run.history.series_names())
+        key = (tuple((algo, tuple(sorted((k, repr(v)) for k, v in s.items()))) for algo, s in settings), available)
+        if key != self._metrics_key:
+            self._metrics_key = key
+            self.metrics = [metric for metric in compared_metrics(settings) if metric.name in available]
             self.page = min(self.page, self.pages() - 1)
             self._drawn.clear()
             self.refresh_bindings()  # paging and the log scale depend on the metrics
