@@ -26,7 +26,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,9 +44,11 @@ from rltui.screens.dashboard import DashboardScreen, RunControl
 from rltui.watch import WatchError, check_run_dir
 
 if TYPE_CHECKING:
+    from rltui.comparison import ComparedRun
     from rltui.control import RemoteEngine
     from rltui.screens.choose import LiveRunsScreen
     from rltui.screens.picker import PickerScreen
+    from rltui.screens.runs import RunsScreen
 
 QUIT_TIMEOUT_S = 30.0
 WATCH_POLL_MAX_S = 1.0  # the watched file is polled at least this often, whatever the refresh rate
@@ -100,11 +102,14 @@ class RlTuiApp(App[int]):
         picker_kwargs: dict[str, Any] | None = None,
         remote: RemoteEngine | None = None,
         live_runs: tuple[list[dict[str, Any]], list[str]] | None = None,
+        compare: Sequence[ComparedRun] | None = None,
+        runs_roots: Sequence[Path] | None = None,
     ) -> None:
         """`engine`: open its dashboard (after loading `history_from`/metrics.jsonl, for a resumed
         run); else `remote`: attach to that run of another process; else `live_runs` (statuses and
         `rltui ps` lines): choose one to attach to; else `watch_dir`: follow that run read-only;
-        else the preset picker."""
+        else `compare`: those runs' charts overlaid; else `runs_roots`: the runs browser of those
+        directories; else the preset picker."""
         super().__init__()
         if refresh_hz <= 0:
             raise ValueError(f"refresh_hz must be > 0, got {refresh_hz}")
@@ -118,6 +123,8 @@ class RlTuiApp(App[int]):
         self.picker_kwargs = picker_kwargs or {}
         self.remote = remote
         self.live_runs = live_runs
+        self.compare = compare
+        self.runs_roots = runs_roots
         self.history = MetricsHistory()
         self.dashboard: DashboardScreen | None = None
         self.engine_worker: Worker[None] | None = None
@@ -134,6 +141,10 @@ class RlTuiApp(App[int]):
             self.push_screen(LiveRunsScreen(*self.live_runs))
         elif self.watch_dir is not None:
             self.start_watch(self.watch_dir)
+        elif self.compare is not None:
+            self.open_compare(self.compare)
+        elif self.runs_roots is not None:
+            self.open_runs(self.runs_roots)
         else:
             from rltui.screens.picker import PickerScreen
 
@@ -275,25 +286,89 @@ class RlTuiApp(App[int]):
         self._follow(run_dir / LOG_NAME)
 
     @work(thread=True, group="watch", exit_on_error=False)
-    def _follow(self, path: Path) -> None:
-        """Poll the log until the app ends. Nothing read from the file may stop this loop."""
+    def _follow(self, path: Path, history: MetricsHistory | None = None,
+                until: threading.Event | None = None) -> None:
+        """Poll the log into `history` (default the app's) until the app ends, or `until` is set.
+        Nothing read from the file may stop this loop."""
         worker = get_current_worker()
+        history = history if history is not None else self.history
         follower = MetricsFollower(path)
         interval = min(1.0 / self.refresh_hz, WATCH_POLL_MAX_S)
         last_failure = ""
+
+        def ending() -> bool:
+            return worker.is_cancelled or self._leaving.is_set() or (until is not None and until.is_set())
+
         try:
-            while not worker.is_cancelled and not self._leaving.is_set():
+            while not ending():
                 try:
-                    caught_up = self.history.follow(follower)
+                    caught_up = history.follow(follower)
                 except Exception as exc:  # noqa: BLE001 - a bug must not freeze the view: say it, go on
                     failure = f"watch: {type(exc).__name__}: {exc}"
                     if failure != last_failure:
-                        self.history.note("error", failure + " (following goes on)")
+                        history.note("error", failure + " (following goes on)")
                     last_failure, caught_up = failure, True
                 if caught_up:
-                    self._leaving.wait(interval)
+                    (until or self._leaving).wait(interval)
         finally:
             follower.close()
+
+    # ---- compare view -----------------------------------------------------------------------
+    def open_compare(self, runs: Sequence[ComparedRun]) -> None:
+        from rltui.screens.compare import CompareScreen
+
+        self.push_screen(CompareScreen(runs, refresh_hz=self.refresh_hz))
+
+    def on_compare_screen_leave_requested(self) -> None:
+        """`q` in the compare view: back to the screen it was opened from, else leave."""
+        self._back_or_exit()
+
+    def _back_or_exit(self) -> None:
+        if len(self.screen_stack) > 2:  # (the default screen, the opener, this one)
+            self.pop_screen()
+        else:
+            self.exit(0)
+
+    # ---- runs browser -----------------------------------------------------------------------
+    def open_runs(self, roots: Sequence[Path]) -> None:
+        from rltui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen(roots))
+
+    def on_picker_screen_runs_requested(self) -> None:
+        self.open_runs([self.saves_root])
+
+    def on_runs_screen_leave_requested(self) -> None:
+        self._back_or_exit()
+
+    def on_runs_screen_compare_requested(self, message: RunsScreen.CompareRequested) -> None:
+        from rltui.comparison import ComparedRun
+
+        self.open_compare([ComparedRun(run.run_dir, run.name, run.group) for run in message.runs])
+
+    @work(exclusive=True, group="connect", exit_on_error=False)
+    async def on_runs_screen_open_requested(self, message: RunsScreen.OpenRequested) -> None:
+        """A run from the list, over the list: attached when it is live, else read-only; its log
+        followed until its dashboard goes (`q` there comes back)."""
+        from rltui.control import ControlError, RemoteEngine
+        from rltui.screens.runs import ListedRunDashboard
+        from rltui.summaries import KILLED, LIVE
+
+        run = message.run
+        remote: RemoteEngine | None = None
+        if run.state == LIVE:
+            try:
+                remote = await asyncio.to_thread(RemoteEngine, run.run_dir)
+            except ControlError as error:  # it ended, or its socket went, since the list was read
+                self.notify(f"{error}; shown read-only", title="cannot attach", severity="warning")
+        history = MetricsHistory()
+        screen = ListedRunDashboard(history, control=remote, close=remote.close if remote is not None else lambda: None,
+                                    algo=run.algo or None, killed_at=run.step if run.state == KILLED else None,
+                                    refresh_hz=self.refresh_hz, clock=self.clock if remote is not None else None)
+        self.push_screen(screen)
+        if remote is not None:
+            remote.subscribe(history)  # a killed run's end, which its log cannot tell
+        self._follow(run.run_dir / LOG_NAME, history, screen.stop_following)
 
     def on_unmount(self) -> None:
         """However the app ends, the training thread must end too (the process waits for it)."""
@@ -335,6 +410,20 @@ def run_attach(remote: RemoteEngine | None, live_runs: tuple[list[dict[str, Any]
     if app.remote is not None:
         app.remote.close()
     return app.run_exit_code()
+
+
+def run_compare(runs: Sequence[ComparedRun], refresh_hz: float = 4.0, mouse: bool = True) -> int:
+    """The compare view of `runs` (their logs followed while they grow)."""
+    app = RlTuiApp(compare=runs, refresh_hz=refresh_hz)
+    app.run(mouse=mouse)
+    return 0
+
+
+def run_runs(roots: Sequence[Path], refresh_hz: float = 4.0, mouse: bool = True) -> int:
+    """The runs browser of `roots` (directories searched recursively)."""
+    app = RlTuiApp(runs_roots=roots, refresh_hz=refresh_hz)
+    app.run(mouse=mouse)
+    return 0
 
 
 def run_watch(run_dir: Path | str, refresh_hz: float = 4.0, mouse: bool = True) -> int:

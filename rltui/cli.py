@@ -7,6 +7,8 @@
     rltui presets [--check FILE...]
     rltui watch RUN_DIR
     rltui ps [DIR] [--json]
+    rltui runs [DIR...]
+    rltui compare RUN_DIR...
     rltui export RUN_OR_DIR... [--out FILE]
     rltui report RUN_OR_DIR... --out DIR
 
@@ -165,8 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("dir", nargs="?", type=_path_arg, default=Path("saves"), metavar="DIR",
                     help="where to look, recursively (default ./saves; a run directory works too)")
     ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
+    _add_browser_commands(commands)
     _add_export_and_report(commands)
     return parser
+
+
+def _add_browser_commands(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="browse, sort, filter, open and compare the runs under directories")
+    runs.add_argument("dirs", nargs="*", type=_path_arg, metavar="DIR",
+                      help="where to look, recursively (default ./saves; a run directory works too)")
+    _add_ui_options(runs)
+    compare = commands.add_parser("compare", help="several runs' charts overlaid (live runs keep moving)")
+    compare.add_argument("run_dirs", nargs="+", type=_path_arg, metavar="RUN_DIR")
+    _add_ui_options(compare)
 
 
 def _add_export_and_report(commands: argparse._SubParsersAction) -> None:
@@ -197,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         None: _cmd_default, "train": _cmd_train, "resume": _cmd_resume, "eval": _cmd_eval,
         "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
+        "compare": _cmd_compare, "runs": _cmd_runs,
         "export": _cmd_export, "report": _cmd_report,
     }
     try:
@@ -557,6 +571,37 @@ def _cmd_presets(args: argparse.Namespace) -> int:
         line = f"{info.name:<{width}}  {info.algo:<4}  {info.env_id:<{env_width}}  {' '.join(description.split())}"
         print(line if len(line) <= columns or not sys.stdout.isatty() else line[: columns - 1] + "…")
     return EXIT_OK
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from rltui.app import run_runs
+    from rltui.runlog import display_path
+
+    roots: list[Path] = args.dirs or [Path("saves")]
+    for root in roots:
+        if not root.is_dir():
+            what = "not a directory" if root.exists() else "no such directory"
+            raise UsageError(f"{display_path(root)}: {what} (expected a directory of runs, e.g. ./saves)")
+    return run_runs(roots, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rltui.app import run_compare
+    from rltui.comparison import ComparedRun
+    from rltui.summaries import RunIndex
+    from rltui.watch import WatchError, check_run_dir
+
+    run_dirs: dict[Path, Path] = {}
+    for run_dir in args.run_dirs:
+        try:
+            check_run_dir(run_dir)
+        except WatchError as exc:
+            raise UsageError(str(exc)) from None
+        run_dirs.setdefault(run_dir.resolve(), run_dir)  # each run once
+    # The groups (runs differing only by their seed) are found among the runs given.
+    groups = {s.run_dir.resolve(): s.group for s in RunIndex(list(run_dirs.values()), use_cache=False).refresh()}
+    runs = [ComparedRun(run_dir, resolved.name, groups.get(resolved, "")) for resolved, run_dir in run_dirs.items()]
+    return run_compare(runs, refresh_hz=args.refresh_hz, mouse=not args.no_mouse)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:

@@ -49,6 +49,9 @@ def _join_keys(keys: list[str]) -> str:
     return ", ".join(keys)
 
 
+DASHBOARD_FOOT = "Charts: faint band = raw min/max, line = mean (smoothed); dashed = target (ε, δ). Esc closes."
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
@@ -56,10 +59,11 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "dismiss", "Close", show=False),
     ]
 
-    def __init__(self, rows: list[tuple[str, str]], *, title: str = "rltui keys") -> None:
+    def __init__(self, rows: list[tuple[str, str]], *, title: str = "rltui keys", foot: str = DASHBOARD_FOOT) -> None:
         super().__init__()
         self.rows = rows
         self.title_text = title
+        self.foot = foot
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
@@ -70,5 +74,4 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help-box"):
             yield Static(self.title_text, id="help-title")
             yield Static(table, id="help-keys")
-            yield Static("Charts: faint band = raw min/max, line = mean (smoothed); "
-                         "dashed = target (ε, δ). Esc closes.", id="help-foot")
+            yield Static(self.foot, id="help-foot")

@@ -84,8 +84,12 @@ def describe_preset(preset: Preset, path: str, device: str) -> Group:
 class PickerScreen(Screen[None]):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", priority=True),
+        Binding("ctrl+r", "runs", "Runs", priority=True, tooltip="browse and compare the runs under the saves folder"),
         Binding("escape", "app.quit", "Quit"),
     ]
+
+    class RunsRequested(Message):
+        """Show the runs browser (the runs under the saves directory)."""
 
     class StartRequested(Message):
         """Start a run of `preset` (validated, its environment made once)."""
@@ -173,6 +177,9 @@ class PickerScreen(Screen[None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "start":
             self.action_start()
+
+    def action_runs(self) -> None:
+        self.post_message(self.RunsRequested())
 
     @staticmethod
     def _display_path(path: Path) -> str:
