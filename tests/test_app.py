@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -567,3 +568,75 @@ async def test_picker_shows_run_creation_failures(tmp_path):
         await pilot.press("enter")  # start the highlighted preset
         await _wait_for(pilot, lambda: picker.error is not None and "read-only" in picker.error)
         assert app.screen is picker and not picker.starting
+
+
+@pytest.mark.asyncio
+async def test_picker_seed_steps_and_overrides_reach_the_run_and_the_preview(tmp_path):
+    started: list = []
+    app = _picker_app(tmp_path, started)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.pause()
+        picker = app.screen
+        picker.query_one("#seed").value = "7"
+        picker.query_one("#total-steps").value = "3000"
+        picker.query_one("#overrides").value = "mpo.policy_lr=1e-4 eval.episodes=3"
+        await pilot.pause()
+        assert (picker.preset.train.seed, picker.preset.train.total_steps) == (7, 3000)
+        assert "steps       3,000  seed 7" in screen_text(app)
+        picker.query_one("#overrides").value = "mpo.policy_lr=abc"
+        await pilot.pause()
+        assert picker.preset is None and picker.error.startswith("--set mpo.policy_lr: [mpo] policy_lr: expected")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert started == [] and app.screen is picker  # nothing starts with a bad override
+        picker.query_one("#overrides").value = "mpo.policy_lr=1e-4"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await _wait_for(pilot, lambda: started)
+        preset = started[0][0]
+        assert (preset.name, preset.train.seed, preset.train.total_steps) == ("pendulum-mpo", 7, 3000)
+        assert preset.agent["policy_lr"] == 1e-4
+
+
+@pytest.mark.asyncio
+async def test_picker_starts_a_typed_path_without_enter_and_a_cleared_path_takes_its_error_away(tmp_path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text('extends = "pendulum-trpo"\nname = "mine"\n')
+    started: list = []
+    app = _picker_app(tmp_path, started)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.pause()
+        picker = app.screen
+        path_input = picker.query_one("#path")
+        path_input.focus()
+        path_input.value = str(tmp_path / "missing.toml")
+        await pilot.press("enter")
+        assert picker.preset is None and "missing.toml" in picker.error
+        path_input.value = ""  # erased: the highlighted preset is shown again, without the error
+        await pilot.pause()
+        assert picker.error is None and picker.preset.name == "pendulum-mpo"
+        path_input.value = str(mine)  # typed, no Enter
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await _wait_for(pilot, lambda: started)
+        assert started[0][0].name == "mine" and started[0][0].algo == "trpo"
+
+
+def test_the_preview_spells_values_as_toml_and_trpo_has_no_replay():
+    from rich.console import Console
+
+    from rltui.presets import load_preset
+    from rltui.screens.picker import describe_preset, toml_value
+
+    assert [toml_value(v) for v in (True, False, 1e-4, "adam", (64, 64), {"g": 9.0})] == \
+        ["true", "false", "0.0001", '"adam"', "[64, 64]", "{ g = 9 }"]
+
+    def shown(name: str) -> str:
+        console = Console(width=200, record=True)
+        console.print(describe_preset(load_preset(name, check_env=False), name, "cpu"))
+        return console.export_text()
+
+    trpo, mpo = shown("pendulum-trpo"), shown("pendulum-mpo")
+    assert "replay" not in trpo and re.search(r"normalize_advantages\s+true", trpo)
+    assert "True" not in trpo and "False" not in trpo
+    assert "replay yes" in mpo

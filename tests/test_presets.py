@@ -27,8 +27,8 @@ from rltui.presets import (
     resolve_device,
 )
 
-SHIPPED = ["halfcheetah-mpo", "halfcheetah-trpo", "hopper-mpo", "hopper-trpo", "pendulum-mpo",
-           "pendulum-trpo", "walker2d-mpo", "walker2d-trpo"]
+SHIPPED = ["halfcheetah-mpo", "halfcheetah-trpo", "hopper-mpo", "hopper-trpo", "pendulum-mpo", "pendulum-mpo-quick",
+           "pendulum-trpo", "pendulum-trpo-quick", "walker2d-mpo", "walker2d-trpo"]
 
 MPO_TEXT = 'algo = "mpo"\n[env]\nid = "Pendulum-v1"\n'
 TRPO_TEXT = 'algo = "trpo"\n[env]\nid = "Pendulum-v1"\n'

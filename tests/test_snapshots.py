@@ -59,7 +59,7 @@ def _picker_app() -> RlTuiApp:
     return RlTuiApp(
         picker_kwargs={
             "lister": lambda: infos,
-            "loader": lambda path, check_env=True: preset_from_toml_text(PRESETS[str(path)], str(path)),
+            "loader": lambda path, overrides=(), check_env=True: preset_from_toml_text(PRESETS[str(path)], str(path)),
             "device_resolver": lambda spec: "cpu",
         }
     )

@@ -8,7 +8,8 @@ lands in the preview pane as one line; nothing here raises into the app.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from rich.console import Group
@@ -35,11 +36,30 @@ from rltui.presets import (
 )
 
 ALGOS = ("mpo", "trpo")
-PresetLoader = Callable[..., Preset]  # (path_or_name, *, check_env: bool) -> Preset
+PresetLoader = Callable[..., Preset]  # (path_or_name, overrides: list[str], *, check_env: bool) -> Preset
 
 
 def _layers(sizes: tuple[int, ...]) -> str:
     return "×".join(str(n) for n in sizes) or "linear"
+
+
+def toml_value(value: object) -> str:
+    """A value as a preset file spells it: true, 0.001, "adam", [64, 64], { g = 9.0 }."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    return str(value)
+
+
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def describe_preset(preset: Preset, path: str, device: str) -> Group:
@@ -51,9 +71,9 @@ def describe_preset(preset: Preset, path: str, device: str) -> Group:
     table.add_row("file", path)
     table.add_row(
         "env",
-        f"{env.id} ×{env.num_envs}  obs-norm {'on' if env.normalize_obs else 'off'}"
-        f"  reward-norm {'on' if env.normalize_reward else 'off'}"
-        + (f"  {env.kwargs}" if env.kwargs else ""),
+        f"{env.id} ×{env.num_envs}  obs-norm {_on_off(env.normalize_obs)}"
+        f"  reward-norm {_on_off(env.normalize_reward)}"
+        + (f"  kwargs {toml_value(dict(env.kwargs))}" if env.kwargs else ""),
     )
     table.add_row("steps", f"{train.total_steps:,}  seed {train.seed}  threads {train.threads}")
     table.add_row("device", device)
@@ -71,13 +91,13 @@ def describe_preset(preset: Preset, path: str, device: str) -> Group:
         table.add_row("rollout", f"{train.rollout_steps:,} steps × {env.num_envs} env per update")
     table.add_row("eval", f"every {preset.eval.interval:,} steps, {preset.eval.episodes} episodes")
     ck = preset.checkpoint
-    replay = "yes" if ck.save_replay else "no"
-    table.add_row("checkpoint", f"every {ck.interval:,} steps, keep {ck.keep}, replay {replay}")
+    replay = f", replay {'yes' if ck.save_replay else 'no'}" if preset.algo == "mpo" else ""  # TRPO has none
+    table.add_row("checkpoint", f"every {ck.interval:,} steps, keep {ck.keep}{replay}")
     agent = Table.grid(padding=(0, 2))
     agent.add_column(overflow="fold")
     agent.add_column(no_wrap=True)
     for key, value in sorted(agent_settings_in_effect(preset).items()):  # lambda_init is ignored: not shown
-        agent.add_row(key, f"{value:g}" if isinstance(value, float) else str(value))
+        agent.add_row(key, toml_value(value))
     return Group(table, Text(f"\n[{preset.algo}]", style="bold"), agent)
 
 
@@ -115,6 +135,7 @@ class PickerScreen(Screen[None]):
         self.preset: Preset | None = None
         self.error: str | None = None  # the message the preview pane shows instead of a preset
         self.starting = False  # a run is being created: further starts are ignored
+        self._typed_last = False  # the path box, not the list, was changed last
         self._devices: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
@@ -126,6 +147,10 @@ class PickerScreen(Screen[None]):
                     yield RadioButton("TRPO")
                 yield OptionList(id="presets", compact=True)
                 yield Input(placeholder="or a preset file path (Enter)", id="path", compact=True)
+                yield Input(placeholder="seed (the preset's)", id="seed", type="integer", compact=True)
+                yield Input(placeholder="total steps (the preset's)", id="total-steps", type="integer",
+                            compact=True)
+                yield Input(placeholder="overrides: mpo.policy_lr=1e-4 …", id="overrides", compact=True)
                 yield Button("Start", id="start", variant="primary", compact=True)
             with VerticalScroll(id="picker-right"):
                 yield Static(id="preview")
@@ -159,15 +184,36 @@ class PickerScreen(Screen[None]):
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         self.algo = ALGOS[event.index]
         self._fill_list()
+        self._preview_listed()  # (the highlighted index may not have changed: no event for it)
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._typed_last = False  # the list was touched last: it is what Start starts
         if event.option.id is not None:
             self._preview(event.option.id, self._display_path(Path(event.option.id)))
+
+    def _preview_listed(self) -> None:
+        """Show the highlighted preset (after the list or the typed path changed)."""
+        options = self.query_one("#presets", OptionList)
+        if options.highlighted is not None:
+            option_id = options.get_option_at_index(options.highlighted).id
+            if option_id is not None:
+                self._preview(option_id, self._display_path(Path(option_id)))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "path":
+            self._typed_last = bool(event.value.strip())
+            if not event.value.strip() and self.path is not None and self.error is not None:
+                self._preview_listed()  # the bad path was erased: its error goes with it
+        elif self.path is not None:  # seed, total steps, overrides: the preview follows them
+            self._preview(self.path, self._shown_path())
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.action_start()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "path":
+            self.action_start()
+            return
         path = event.value.strip()
         if path:
             self._preview(path, path)
@@ -189,10 +235,25 @@ class PickerScreen(Screen[None]):
             return str(path)
 
     # ---- preview ----------------------------------------------------------------------------
+    def overrides(self) -> list[str]:
+        """What the seed, total steps and overrides boxes add, as `--set` strings."""
+        values = []
+        seed = self.query_one("#seed", Input).value.strip()
+        if seed:
+            values.append(f"train.seed={seed}")
+        steps = self.query_one("#total-steps", Input).value.strip()
+        if steps:
+            values.append(f"train.total_steps={steps}")
+        try:
+            values += shlex.split(self.query_one("#overrides", Input).value)
+        except ValueError as error:  # an unclosed quote: said as the others are
+            values.append(f"--overrides: {error}")
+        return values
+
     def _preview(self, path: str, shown: str) -> None:
         self.path = path
         try:
-            preset = self._loader(path, check_env=False)
+            preset = self._loader(path, self.overrides(), check_env=False)
         except PresetError as error:
             self.preset = None
             self._show_error(str(error))
@@ -247,11 +308,14 @@ class PickerScreen(Screen[None]):
     def action_start(self) -> None:
         if self.starting:
             return
+        typed = self.query_one("#path", Input).value.strip()
+        if self._typed_last and typed and typed != self.path:  # Start starts what was typed, Enter or not
+            self._preview(typed, typed)
         if self.path is None:
             self._show_error("choose a preset first")
             return
         try:
-            preset = self._loader(self.path, check_env=True)
+            preset = self._loader(self.path, self.overrides(), check_env=True)
         except PresetError as error:
             self._show_error(str(error))
             return
