@@ -524,8 +524,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.resume is not None:
         given = [name for name in _SWEEP_PLAN_FLAGS if getattr(args, name) is not None]
         if args.preset is not None or given:
-            flag = given[0].replace("_", "-").replace("overrides", "set")
-            what = "PRESET" if args.preset is not None else f"--{flag}"
+            what = "PRESET" if args.preset is not None else "--" + given[0].replace("_", "-").replace(
+                "overrides", "set")
             raise UsageError(f"--resume: {what} cannot be given (the sweep goes on with the plan in its directory; "
                              "only --address and --headless apply)")
         sweep_dir: Path = args.resume

@@ -28,7 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from rltui.rundir import RunLock, RunLockedError
 from rltui.sweep.plan import TUNE_DIR, SweepError, SweepOptions, SweepPlan, write_plan
 from rltui.sweep.progress import SweepProgress
-from rltui.sweep.trial import EXIT_WAIT_S, run_trial
+from rltui.sweep.trial import EXIT_WAIT_S, SweepTrial
 
 LOCK_POLL_S = 0.2
 
@@ -90,7 +90,7 @@ class ProgressCallback(tune.Callback):
 def _tuner(plan: SweepPlan, sweep_dir: Path, resume: bool) -> tune.Tuner:
     options = plan.options
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep_dir=str(sweep_dir)),
+        tune.with_parameters(SweepTrial, sweep_dir=str(sweep_dir)),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     tune_dir = sweep_dir / TUNE_DIR

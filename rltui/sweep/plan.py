@@ -77,6 +77,8 @@ MAX_SEED = 2**32 - 1
 MAX_TRIALS = 10_000
 MAX_NAME_CHARS = 96  # a trial directory name; longer settings are named by their index
 SEED_KEY = "train.seed"
+# How the warning a trial adds to its run log when Tune stopped it before total_steps begins.
+STOPPED_EARLY_NOTE, INTERRUPTED_NOTE = "stopped early", "interrupted"
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._=,+-]")
 _OPTION_KEYS = {"seeds", "samples", "sample_seed", "scheduler", "metric", "grace_steps", "reduction_factor",

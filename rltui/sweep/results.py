@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rltui.events import ErrorRaised, EvalResult, Event, RunStarted, RunState, StateChanged, WarningRaised
-from rltui.sweep.plan import SweepPlan, TrialPlan, write_text_atomic
-from rltui.sweep.trial import INTERRUPTED_NOTE, STOPPED_EARLY_NOTE
+from rltui.sweep.plan import INTERRUPTED_NOTE, STOPPED_EARLY_NOTE, SweepPlan, TrialPlan, write_text_atomic
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"

@@ -1,47 +1,67 @@
 """One sweep trial inside Ray Tune: an ordinary rltui run in its own run directory.
 
-`run_trial` is the Tune trainable. It builds the trial's preset from the sweep's plan (the base
-preset with the trial's setting and seed as overrides), runs the rltui Engine synchronously into
-`<sweep dir>/<trial name>/`, and reports every evaluation to Tune (`tune.report`) with a small Tune
-checkpoint that only names rltui's latest checkpoint (`rltui-checkpoint.json`). So:
+`SweepTrial` is the Tune trainable (Tune's class API). It builds the trial's preset from the sweep's
+plan (the base preset with the trial's setting and seed as overrides) and runs the rltui Engine on
+its own thread into `<sweep dir>/<trial name>/`. Each `step()` returns the next evaluation as Tune's
+result (`env_steps`, `eval_return_mean`, ...), asking Tune for a checkpoint when rltui wrote a new
+one since the last; the Tune checkpoint only names rltui's (`rltui-checkpoint.json`). So:
 
 - ASHA compares trials on their evaluation returns at equal env steps (`env_steps`).
 - A trial Tune restarts (its process died, or the engine failed: up to `max_failures` times)
   resumes its run directory from rltui's latest checkpoint, `Engine(..., resume=True)`: the step
   counter, networks, optimisers and RNGs carry on. A trial that died before its first checkpoint
   starts over (its log of the lost attempt is dropped).
-- A trial Tune stops (ASHA, or the sweep interrupted) stops its engine the usual way: a final
-  checkpoint, the run log ends with the state "finished" and "stopped at step N", followed by a
-  warning saying who stopped it, and the lock and control socket are gone. Tune's stop reaches the
-  trial as SystemExit inside `tune.report`, or as its worker process exiting (an atexit handler
-  then stops the engine and waits for its final checkpoint).
+- A trial Tune stops before its end (ASHA) stops its engine the usual way in `cleanup()`, which
+  Tune runs before the trial's process exits: a final checkpoint, the run log ends with the state
+  "finished", "stopped at step N", and a warning saying who stopped it; the lock and the control
+  socket are gone.
+
+Why not Tune's function API (`tune.report`): Tune stops a function trainable by ending its
+process a fraction of a second after telling it, too soon for a final checkpoint; a class
+trainable's `cleanup()` runs to its end first.
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
 import math
 import os
+import queue
 import shutil
-import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
 
 from rltui.commands import Stop
-from rltui.events import CheckpointSaved, EpisodeFinished, ErrorRaised, EvalResult, Event, RunState, WarningRaised
-from rltui.sweep.plan import TRIAL_RECORD_FILE, read_plan, sweep_record, write_text_atomic
+from rltui.events import (
+    CheckpointSaved,
+    EpisodeFinished,
+    ErrorRaised,
+    EvalResult,
+    Event,
+    RunState,
+    StateChanged,
+    WarningRaised,
+)
+from rltui.sweep.plan import (
+    INTERRUPTED_NOTE,
+    STOPPED_EARLY_NOTE,
+    TRIAL_RECORD_FILE,
+    read_plan,
+    sweep_record,
+    write_text_atomic,
+)
+
+if TYPE_CHECKING:
+    from rltui.engine import Engine
 
 POINTER_FILE = "rltui-checkpoint.json"
-EXIT_WAIT_S = 120.0  # how long an exiting trial process waits for its engine's final checkpoint
+EXIT_WAIT_S = 120.0  # how long a stopped trial waits for its engine's final checkpoint
 RECENT_EPISODES = 10  # training episodes averaged into `train_return_mean`
-# How the warning a trial adds to its run log when Tune stopped it before total_steps begins.
-STOPPED_EARLY_NOTE, INTERRUPTED_NOTE = "stopped early", "interrupted"
-
-Report = Callable[[dict[str, Any], str | None], None]  # (metrics, pointer directory or None)
 
 
 class TrialFailed(Exception):
@@ -49,7 +69,7 @@ class TrialFailed(Exception):
 
 
 def tune_metrics(event: EvalResult, train_returns: collections.deque[float]) -> dict[str, Any]:
-    """What a trial reports to Tune for one evaluation."""
+    """Tune's result for one evaluation."""
     return {
         "env_steps": event.step,
         "eval_return_mean": event.return_mean,
@@ -57,45 +77,6 @@ def tune_metrics(event: EvalResult, train_returns: collections.deque[float]) -> 
         "eval_episodes": event.episodes,
         "train_return_mean": sum(train_returns) / len(train_returns) if train_returns else math.nan,
     }
-
-
-class TuneReporter:
-    """Engine subscriber: every evaluation goes to `report` with a pointer to rltui's latest
-    checkpoint. When Tune says stop (SystemExit out of `tune.report`) it asks the engine to stop
-    with a final checkpoint, and reports nothing more."""
-
-    def __init__(self, report: Report, stop: Callable[[], object], total_steps: int) -> None:
-        self.report = report
-        self.stop = stop
-        self.total_steps = total_steps
-        self.stopped_by_tune = False
-        self.checkpoint: tuple[int, str] | None = None
-        self.error: str | None = None
-        self.train_returns: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, EpisodeFinished):
-            self.train_returns.append(event.episode_return)
-        elif isinstance(event, CheckpointSaved):
-            self.checkpoint = (event.step, event.path)
-        elif isinstance(event, ErrorRaised):
-            self.error = event.message
-        elif isinstance(event, EvalResult) and not self.stopped_by_tune:
-            self._report(event)
-
-    def _report(self, event: EvalResult) -> None:
-        metrics = tune_metrics(event, self.train_returns)
-        with tempfile.TemporaryDirectory(prefix="rltui-pointer-") as pointer_dir:
-            if self.checkpoint is not None:
-                step, path = self.checkpoint
-                pointer = {"run_dir": str(Path(path).parent.parent), "checkpoint": path, "step": step}
-                (Path(pointer_dir) / POINTER_FILE).write_text(json.dumps(pointer) + "\n", encoding="utf-8")
-            try:
-                self.report(metrics, pointer_dir if self.checkpoint is not None else None)
-            except SystemExit:  # Tune stops this trial
-                self.stopped_by_tune = True
-                if event.step < self.total_steps:  # (at the end the engine is finishing anyway)
-                    self.stop()
 
 
 def read_pointer(directory: Path) -> dict[str, Any] | None:
@@ -152,73 +133,98 @@ def append_note(run_dir: Path, step: int, message: str) -> None:
         writer.close()
 
 
-def _hide_unassigned_gpus() -> None:
-    """A trial uses the GPUs Ray gave it and no others (`device = "auto"` then means CPU)."""
-    import ray
+class SweepTrial(tune.Trainable):
+    """The Tune trainable of a sweep: `config["trial"]` names the trial in `<sweep_dir>/sweep-plan.json`."""
 
-    if not ray.get_gpu_ids():
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    def setup(self, config: dict[str, Any], sweep_dir: str) -> None:  # type: ignore[override]
+        self.plan = read_plan(Path(sweep_dir))
+        self.trial_plan = self.plan.trial(config["trial"])
+        self.preset = self.plan.trial_preset(self.trial_plan)
+        self.run_dir = Path(sweep_dir) / self.trial_plan.name
+        self.pointer_step: int | None = None
+        self.engine: Engine | None = None
+        self.thread: threading.Thread | None = None
+        self.evaluations: queue.Queue[EvalResult | None] = queue.Queue()  # None: the run ended
+        self.latest_checkpoint: tuple[int, str] | None = None
+        self.named_checkpoint: tuple[int, str] | None = None  # the one Tune's last checkpoint names
+        self.train_returns: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
+        self.error: str | None = None
+        self.last_result: dict[str, Any] = {}
+        if not ray.get_gpu_ids():  # a trial uses the GPUs Ray gave it and no others ("auto" -> CPU)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
+    def load_checkpoint(self, checkpoint: dict[str, Any] | str | None) -> None:
+        """Tune restarts this trial from its checkpoint (before the first step)."""
+        pointer = read_pointer(Path(checkpoint)) if isinstance(checkpoint, str) else None
+        self.pointer_step = None if pointer is None else int(pointer["step"])
 
-def _tune_report(metrics: dict[str, Any], pointer_dir: str | None) -> None:
-    from ray import tune
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        checkpoint = self.latest_checkpoint
+        if checkpoint is not None:
+            step, path = checkpoint
+            pointer = {"run_dir": str(self.run_dir), "checkpoint": path, "step": step}
+            (Path(checkpoint_dir) / POINTER_FILE).write_text(json.dumps(pointer) + "\n", encoding="utf-8")
+        self.named_checkpoint = checkpoint
 
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(pointer_dir) if pointer_dir else None)
+    def step(self) -> dict[str, Any]:
+        """The next evaluation (the engine trains on meanwhile)."""
+        if self.engine is None and not self._start():
+            final = last_eval(self.run_dir)  # it had finished (its driver died before Tune heard)
+            return {**(tune_metrics(final, self.train_returns) if final else {}), "done": True}
+        evaluation = self.evaluations.get()
+        if evaluation is None:  # the run ended after its last evaluation (or without one: it failed)
+            assert self.thread is not None and self.engine is not None
+            self.thread.join()
+            if self.engine.state is RunState.FAILED:
+                raise TrialFailed(f"{self.run_dir}: {self.error or 'the run failed'}")
+            return {**self.last_result, "done": True}
+        self.last_result = tune_metrics(evaluation, self.train_returns)
+        new_checkpoint = self.latest_checkpoint is not None and self.latest_checkpoint != self.named_checkpoint
+        done = evaluation.step >= self.preset.train.total_steps
+        return {**self.last_result, "should_checkpoint": new_checkpoint, "done": done}
 
-
-def _tune_pointer_step() -> int | None:
-    from ray import tune
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        pointer = read_pointer(Path(directory))
-    return None if pointer is None else int(pointer["step"])
-
-
-def run_trial(config: dict[str, Any], sweep_dir: str) -> None:
-    """The Tune trainable: `config["trial"]` names the trial in `<sweep_dir>/sweep-plan.json`."""
-    plan = read_plan(Path(sweep_dir))
-    trial = plan.trial(config["trial"])
-    preset = plan.trial_preset(trial)
-    run_dir = Path(sweep_dir) / trial.name
-    _hide_unassigned_gpus()
-    how = prepare_run_dir(run_dir, preset.train.total_steps, _tune_pointer_step())
-    write_text_atomic(run_dir / TRIAL_RECORD_FILE, json.dumps(sweep_record(plan, trial), indent=1) + "\n")
-    if how == "finished":  # e.g. the sweep's driver died between the trial's end and Tune hearing of it
-        final = last_eval(run_dir)
-        if final is not None:
-            _tune_report(tune_metrics(final, collections.deque()), None)
-        return
-    from rltui.engine import Engine
-
-    engine = Engine(preset, run_dir, resume=how == "resume")
-    reporter = TuneReporter(_tune_report, lambda: engine.submit(Stop(final_checkpoint=True)),
-                            preset.train.total_steps)
-    engine.subscribe(reporter)
-    ended = threading.Event()
-    exiting = threading.Event()
-
-    def stop_on_exit() -> None:  # the worker process exits (Tune stopped the trial between two reports)
-        if not ended.is_set():
-            exiting.set()
-            engine.submit(Stop(final_checkpoint=True))
-            ended.wait(EXIT_WAIT_S)
-
-    atexit.register(stop_on_exit)
-    try:
-        engine.run()
-        if engine.state is RunState.FAILED:
-            raise TrialFailed(f"{run_dir}: {reporter.error or 'the run failed'}")
-        if engine.step < preset.train.total_steps and (reporter.stopped_by_tune or exiting.is_set()):
-            if reporter.stopped_by_tune and plan.options.scheduler == "asha":
-                note = (f"{STOPPED_EARLY_NOTE} at step {engine.step} by the sweep's ASHA scheduler (its evaluation "
+    def cleanup(self) -> None:
+        """Tune is done with this trial: a run still going (stopped before its end) stops with a
+        final checkpoint; a finished one is waited for (its final checkpoint)."""
+        if self.engine is None or self.thread is None:
+            return
+        stopped = self.thread.is_alive()
+        if stopped:
+            self.engine.submit(Stop(final_checkpoint=True))
+        self.thread.join(EXIT_WAIT_S)
+        step = self.engine.step
+        if stopped and self.engine.state is RunState.FINISHED and step < self.preset.train.total_steps:
+            if self.plan.options.scheduler == "asha":
+                note = (f"{STOPPED_EARLY_NOTE} at step {step} by the sweep's ASHA scheduler (its evaluation "
                         "return was below its rung's cutoff)")
             else:
-                note = (f"{INTERRUPTED_NOTE} at step {engine.step}: Ray Tune stopped the trial (the sweep was "
-                        "interrupted, or its process is exiting); `rltui sweep --resume` goes on")
-            append_note(run_dir, engine.step, note)
-    finally:
-        ended.set()  # (last: an exiting process waits for the note too)
-        atexit.unregister(stop_on_exit)
+                note = (f"{INTERRUPTED_NOTE} at step {step}: Ray Tune stopped the trial (the sweep was "
+                        "interrupted); `rltui sweep --resume` goes on")
+            append_note(self.run_dir, step, note)
+
+    def _start(self) -> bool:
+        """Build the engine (a fresh run or a resume) and start it; False when the run had finished."""
+        how = prepare_run_dir(self.run_dir, self.preset.train.total_steps, self.pointer_step)
+        write_text_atomic(self.run_dir / TRIAL_RECORD_FILE,
+                          json.dumps(sweep_record(self.plan, self.trial_plan), indent=1) + "\n")
+        if how == "finished":
+            return False
+        from rltui.engine import Engine
+
+        self.engine = Engine(self.preset, self.run_dir, resume=how == "resume")
+        self.engine.subscribe(self._on_event)
+        self.thread = self.engine.start()
+        return True
+
+    def _on_event(self, event: Event) -> None:
+        """On the engine's thread: keep what `step()` and `save_checkpoint()` need."""
+        if isinstance(event, EvalResult) and event.episodes > 0:
+            self.evaluations.put(event)
+        elif isinstance(event, EpisodeFinished):
+            self.train_returns.append(event.episode_return)
+        elif isinstance(event, CheckpointSaved):
+            self.latest_checkpoint = (event.step, event.path)
+        elif isinstance(event, ErrorRaised):
+            self.error = event.message
+        elif isinstance(event, StateChanged) and event.state.is_final:
+            self.evaluations.put(None)
