@@ -101,7 +101,7 @@ def _tuner(plan: SweepPlan, sweep_dir: Path, resume: bool) -> tune.Tuner:
         param_space={"trial": tune.grid_search([t.name for t in plan.trials])},
         tune_config=tune.TuneConfig(
             metric=options.metric, mode="max", scheduler=scheduler_for(plan),
-            max_concurrent_trials=options.max_concurrent, reuse_actors=False,
+            max_concurrent_trials=options.max_concurrent, reuse_actors=True,
             trial_name_creator=tune_trial_name, trial_dirname_creator=tune_trial_name,
         ),
         run_config=tune.RunConfig(

@@ -137,10 +137,20 @@ class SweepTrial(tune.Trainable):
     """The Tune trainable of a sweep: `config["trial"]` names the trial in `<sweep_dir>/sweep-plan.json`."""
 
     def setup(self, config: dict[str, Any], sweep_dir: str) -> None:  # type: ignore[override]
-        self.plan = read_plan(Path(sweep_dir))
+        self.sweep_dir = Path(sweep_dir)
+        self._begin(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """The next trial in this process (Tune reuses it: no new process, no imports again)."""
+        self.cleanup()
+        self._begin(new_config)
+        return True
+
+    def _begin(self, config: dict[str, Any]) -> None:
+        self.plan = read_plan(self.sweep_dir)
         self.trial_plan = self.plan.trial(config["trial"])
         self.preset = self.plan.trial_preset(self.trial_plan)
-        self.run_dir = Path(sweep_dir) / self.trial_plan.name
+        self.run_dir = self.sweep_dir / self.trial_plan.name
         self.pointer_step: int | None = None
         self.engine: Engine | None = None
         self.thread: threading.Thread | None = None
