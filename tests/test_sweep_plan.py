@@ -158,8 +158,9 @@ def test_results_fold_drops_what_a_killed_session_logged_past_its_checkpoint():
         EvalResult(step=600, return_mean=-280.0, return_std=0.0, length_mean=200.0, episodes=1),
         StateChanged(step=600, state=RunState.FINISHED, message="finished 600 steps"),
     ]
-    outcome = fold_trial(_trial(), events)
-    assert (outcome.state, outcome.step, outcome.sessions) == ("finished", 600, 2)
+    outcome = fold_trial(_trial(), events[:3] + [
+        WarningRaised(step=400, message="interrupted at step 400: Ray Tune stopped the trial")] + events[3:])
+    assert (outcome.state, outcome.step, outcome.sessions, outcome.note) == ("finished", 600, 2, "")
     assert (outcome.final_return, outcome.final_step) == (-280.0, 600)
     assert (outcome.best_return, outcome.best_step) == (-250.0, 400)
     stopped = fold_trial(_trial(), events[:2] + [

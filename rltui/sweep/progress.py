@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from rltui.events import ErrorRaised, EvalResult, Event, RunStarted, RunState, StateChanged
+from rltui.events import ErrorRaised, EvalResult, Event, RunStarted, RunState, StateChanged, WarningRaised
 from rltui.runlog import LOG_NAME, MetricsFollower
-from rltui.sweep.plan import SweepPlan, TrialPlan
+from rltui.sweep.plan import INTERRUPTED_NOTE, SweepPlan, TrialPlan
 
 REDRAW_INTERVAL_S = 1.0
 SUMMARY_INTERVAL_S = 60.0
@@ -57,6 +57,8 @@ class TrialView:
             said.append(f"{self.state} at step {self.step:,}")
         elif isinstance(event, ErrorRaised):
             said.append(f"error: {event.message}")
+        elif isinstance(event, WarningRaised) and event.message.startswith(INTERRUPTED_NOTE):
+            self.state = INTERRUPTED_NOTE
         return said
 
 

@@ -59,7 +59,7 @@ def fold_trial(trial: TrialPlan, events: list[Event]) -> TrialOutcome:
         if isinstance(event, RunStarted):
             outcome.sessions += 1
             outcome.total_steps = event.total_steps
-            final_state = None
+            final_state, outcome.note = None, ""  # (what ended an earlier session is over)
             if event.resumed:  # the earlier session's evaluations past its checkpoint are gone
                 evals = [(step, value) for step, value in evals if step <= event.step]
                 outcome.step = event.step
