@@ -13,7 +13,11 @@
     python bench/sweep.py [--trials 8] [--steps 50000] [--cores N] [--fixed-steps 2000]
 
 Both commands run as the user would run them, each in a fresh process; steps/s come from the
-runs' own logs (RunStarted to the final state: training and its evaluations, not imports).
+runs' own logs (RunStarted to the final state: training and its evaluations, not imports). Ray runs
+its trial processes at niceness 15 (its `worker_niceness`), so the single run is measured at that
+niceness too (`--nice`): on a machine that other work shares, a nice-0 run would get more than its
+share of the CPU and the ratio would measure the scheduler, not the sweep. (On an idle machine the
+niceness changes nothing.)
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ from rltui.runlog import LOG_NAME, read_events  # noqa: E402
 
 PRESET = "pendulum-trpo"
 GOAL = 0.85
+RAY_WORKER_NICENESS = 15
 
 
-def rltui(*args: str) -> float:
-    """Run `python -m rltui ARGS` to its end; its wall time in seconds."""
+def rltui(*args: str, nice: int = 0) -> float:
+    """Run `python -m rltui ARGS` to its end (at niceness +`nice`); its wall time in seconds."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's rltui, in the trials' processes too
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rltui", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, env=env)
+                   stderr=subprocess.DEVNULL, env=env, preexec_fn=(lambda: os.nice(nice)) if nice else None)
     return time.perf_counter() - start
 
 
@@ -65,14 +70,17 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="trials at a time (default: this machine's CPUs, all of which Ray gets)")
     parser.add_argument("--fixed-steps", type=int, default=2_000, help="env steps of the fixed-cost run")
+    parser.add_argument("--nice", type=int, default=RAY_WORKER_NICENESS,
+                        help=f"niceness of the single run (default {RAY_WORKER_NICENESS}, as Ray's trial processes)")
     args = parser.parse_args()
     steps = f"train.total_steps={args.steps}"
     with tempfile.TemporaryDirectory(prefix="rltui-bench-sweep-") as tmp:
         root = Path(tmp)
-        rltui("train", PRESET, "--headless", "--set", steps, "--saves", str(root / "single"))
+        rltui("train", PRESET, "--headless", "--set", steps, "--saves", str(root / "single"), nice=args.nice)
         start, end, single_steps = run_span(only_run(root / "single"))
         single = single_steps / (end - start)
-        print(f"one headless run: {single:,.0f} env steps/s ({single_steps:,} steps in {end - start:.1f} s)")
+        print(f"one headless run (niceness +{args.nice}): {single:,.0f} env steps/s "
+              f"({single_steps:,} steps in {end - start:.1f} s)")
 
         wall = rltui("sweep", PRESET, "--headless", "--set", steps, "--seeds", f"0-{args.trials - 1}",
                      "--cpus-per-trial", "1", "--max-concurrent", str(args.cores), "--name", "scaling",

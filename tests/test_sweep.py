@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from rltui.runlog import LOG_NAME, read_events
 from rltui.sweep.plan import PLAN_FILE, TRIAL_RECORD_FILE, TUNE_DIR
 
 TESTS_DIR = Path(__file__).resolve().parent
+MAX_RAY_TEMP_CHARS = 48  # + "/session_<date>_<time>_<pid>/sockets/plasma_store" stays under 107 bytes
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,13 +45,16 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     the workers find tests/ (for sweep_env's environment) through PYTHONPATH."""
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), saved) if p)
+    temp_dir = tmp_path_factory.mktemp("ray")
+    if len(str(temp_dir)) > MAX_RAY_TEMP_CHARS:  # Ray's sockets in it must fit a Unix socket address
+        temp_dir = Path(tempfile.mkdtemp(prefix="ray-"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")),
-             runtime_env={"worker_process_setup_hook": "sweep_env.register"})
+             _temp_dir=str(temp_dir), runtime_env={"worker_process_setup_hook": "sweep_env.register"})
     try:
         yield
     finally:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
