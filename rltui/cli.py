@@ -508,8 +508,12 @@ def _add_sweep_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
                        help="progress as plain lines (the default on a terminal is a live table)")
 
 
-_SWEEP_PLAN_FLAGS = ("seeds", "grid", "overrides", "samples", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
-                     "scheduler", "name")
+# What a sweep's plan is made of: fixed once it started (`--resume` refuses them), by argument name.
+_SWEEP_PLAN_FLAGS = {
+    "seeds": "--seeds", "grid": "--grid", "overrides": "--set", "samples": "--samples", "name": "--name",
+    "cpus_per_trial": "--cpus-per-trial", "gpus_per_trial": "--gpus-per-trial",
+    "max_concurrent": "--max-concurrent", "scheduler": "--scheduler",
+}
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -522,11 +526,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from rltui.sweep.plan import SweepFlags, build_plan, read_plan
 
     if args.resume is not None:
-        given = [name for name in _SWEEP_PLAN_FLAGS if getattr(args, name) is not None]
-        if args.preset is not None or given:
-            what = "PRESET" if args.preset is not None else "--" + given[0].replace("_", "-").replace(
-                "overrides", "set")
-            raise UsageError(f"--resume: {what} cannot be given (the sweep goes on with the plan in its directory; "
+        given = ["PRESET"] if args.preset is not None else []
+        given += [flag for name, flag in _SWEEP_PLAN_FLAGS.items() if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--resume: {given[0]} cannot be given (the sweep goes on with the plan in its directory; "
                              "only --address and --headless apply)")
         sweep_dir: Path = args.resume
         if not sweep_dir.is_dir():

@@ -8,7 +8,8 @@ at the same path. When Ray is already up in this process (a test's session), it 
 Tune runs one trial per (setting, seed) of the plan, `{"trial": <name>}` its whole config, with
 `cpus_per_trial`/`gpus_per_trial` each (fractions of a GPU share it), at most `max_concurrent` at a
 time, FIFO or ASHA on the plan's metric over `env_steps`, restarting a failed trial up to
-`max_failures` times. Tune keeps its experiment state in `<sweep dir>/tune/`, from which
+`max_failures` times. A trial's process goes on to the next trial (`reuse_actors`): starting a
+process and importing torch again cost seconds per trial. Tune keeps its experiment state in `<sweep dir>/tune/`, from which
 `rltui sweep --resume` restores it (Tune's `Tuner.restore`); without that state (the driver died
 before Tune saved any) the plan is started again and each trial resumes its own run directory.
 """
