@@ -11,6 +11,8 @@
     rltui compare RUN_DIR...
     rltui export RUN_OR_DIR... [--out FILE]
     rltui report RUN_OR_DIR... --out DIR
+    rltui sweep PRESET [--seeds 0-4] [--grid section.key=v1,v2]... [--set k=v]... [--scheduler fifo|asha] ...
+    rltui sweep --resume SWEEP_DIR
 
 Exit status: 0 ok, 2 bad input (preset, override, path, checkpoint, flag), 1 training failure.
 Errors are one line on stderr, `error: <message>`, without a traceback.
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print a JSON array of the runs' status")
     _add_browser_commands(commands)
     _add_export_and_report(commands)
+    _add_sweep_parser(commands)
     return parser
 
 
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "presets": _cmd_presets, "watch": _cmd_watch, "ps": _cmd_ps, "attach": _cmd_attach,
         "compare": _cmd_compare, "runs": _cmd_runs,
         "export": _cmd_export, "report": _cmd_report,
+        "sweep": _cmd_sweep,
     }
     try:
         return handlers[args.command](args)
@@ -254,6 +258,7 @@ _BAD_INPUT_ERRORS = {
     "rltui.checkpoint": "CheckpointError", "rltui.envs": "EnvError", "rltui.presets": "PresetError",
     "rltui.replay": "ReplayError", "rltui.resume": "ResumeError", "rltui.rundir": "RunLockedError",
     "rltui.video": "VideoError",
+    "rltui.sweep.plan": "SweepError",
 }
 
 
@@ -608,6 +613,100 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from rltui.app import run_watch
 
     return int(run_watch(args.run_dir, refresh_hz=args.refresh_hz, mouse=not args.no_mouse))
+
+
+# --------------------------------------------------------------------------------------- sweep
+
+
+def _number_at_least(minimum: float, *, above: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number > `minimum` (`above`) or >= it, else a one-line error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'>' if above else '>='} {minimum:g}, got {_shown(text)}")
+        return value
+
+    return parse
+
+
+def _add_sweep_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="run a preset over seeds and settings on Ray Tune (the `sweep` extra)",
+        description="One trial per (setting, seed), each an ordinary run under SAVES/NAME/; a results table "
+                    "at the end. PRESET is a preset name, a preset file, or a sweep file (a preset with a "
+                    "[sweep] table); flags override the file's [sweep] values.")
+    sweep.add_argument("preset", nargs="?", metavar="PRESET", help="preset name, preset file or sweep file")
+    sweep.add_argument("--resume", type=_path_arg, metavar="SWEEP_DIR",
+                       help="go on with a sweep whose driver stopped (killed, interrupted)")
+    sweep.add_argument("--seeds", metavar="SEEDS", help='seeds of every setting, e.g. "0-4" or "0,1,5" (default 0)')
+    sweep.add_argument("--grid", action="append", default=None, metavar="SECTION.KEY=V1,V2,...",
+                       help="values of a key to sweep (TOML literals); repeatable: every combination runs")
+    _add_set_option(sweep)
+    sweep.add_argument("--samples", type=_int_at_least(1), metavar="N",
+                       help="draws of the sweep file's [sweep.random] values (default 1)")
+    sweep.add_argument("--address", metavar="ADDR",
+                       help="join a Ray cluster (auto, or ray://host:port); default: Ray on this machine")
+    sweep.add_argument("--cpus-per-trial", type=_number_at_least(0, above=True), metavar="N",
+                       help="CPUs Ray reserves per trial (default 1)")
+    sweep.add_argument("--gpus-per-trial", type=_number_at_least(0, above=False), metavar="F",
+                       help="GPUs per trial; a fraction shares a GPU among trials (default 0)")
+    sweep.add_argument("--max-concurrent", type=_int_at_least(1), metavar="N",
+                       help="trials at a time (default: as many as the resources allow)")
+    sweep.add_argument("--scheduler", choices=("fifo", "asha"),
+                       help="fifo runs every trial to the end; asha stops poor ones early (default fifo)")
+    sweep.add_argument("--name", help="the sweep's directory under --saves (default PRESET-sweep-<time>)")
+    sweep.add_argument("--saves", type=_path_arg, default=argparse.SUPPRESS, metavar="DIR",
+                       help="where the sweep directory is created (default ./saves)")
+    sweep.add_argument("--headless", action="store_true",
+                       help="progress as plain lines (the default on a terminal is a live table)")
+
+
+# What a sweep's plan is made of: fixed once it started (`--resume` refuses them), by argument name.
+_SWEEP_PLAN_FLAGS = {
+    "seeds": "--seeds", "grid": "--grid", "overrides": "--set", "samples": "--samples", "name": "--name",
+    "cpus_per_trial": "--cpus-per-trial", "gpus_per_trial": "--gpus-per-trial",
+    "max_concurrent": "--max-concurrent", "scheduler": "--scheduler",
+}
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    try:
+        import ray.tune  # noqa: F401 - only to know it is there
+    except ImportError as exc:
+        raise UsageError(f"rltui sweep needs Ray Tune, the `sweep` extra: pip install 'rltui[sweep]' "
+                         f"({exc})") from None
+    from rltui.sweep.driver import run_sweep
+    from rltui.sweep.plan import SweepFlags, build_plan, read_plan
+
+    if args.resume is not None:
+        given = ["PRESET"] if args.preset is not None else []
+        given += [flag for name, flag in _SWEEP_PLAN_FLAGS.items() if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--resume: {given[0]} cannot be given (the sweep goes on with the plan in its directory; "
+                             "only --address and --headless apply)")
+        sweep_dir: Path = args.resume
+        if not sweep_dir.is_dir():
+            raise UsageError(f"{sweep_dir}: not a directory (expected a sweep directory made by `rltui sweep`)")
+        plan = read_plan(sweep_dir)
+    else:
+        if args.preset is None:
+            raise UsageError("sweep: expected PRESET (a preset name, a preset file or a sweep file), "
+                             "or --resume SWEEP_DIR")
+        flags = SweepFlags(seeds=args.seeds, grid=tuple(args.grid or ()), samples=args.samples,
+                           scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial,
+                           gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
+        plan = build_plan(args.preset, list(args.overrides or []), flags, args.name, check_device=args.address is None)
+        sweep_dir = args.saves / plan.name
+        if sweep_dir.exists():
+            raise UsageError(f"{sweep_dir}: already exists (go on with it: rltui sweep --resume {sweep_dir}; "
+                             "or choose another --name)")
+    return run_sweep(plan, sweep_dir, address=args.address, headless=args.headless, resume=args.resume is not None,
+                     stream=sys.stderr, out=sys.stdout)
 
 
 # --------------------------------------------------------------------------------------- headless
