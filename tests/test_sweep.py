@@ -33,7 +33,8 @@ from rltui.events import EvalResult, RunStarted, RunState, StateChanged, Warning
 from rltui.presets import load_preset
 from rltui.rundir import RunLock
 from rltui.runlog import LOG_NAME, read_events
-from rltui.sweep.plan import PLAN_FILE, TRIAL_RECORD_FILE, TUNE_DIR
+from rltui.runmeta import read_run_meta
+from rltui.sweep.plan import PLAN_FILE, TUNE_DIR
 
 TESTS_DIR = Path(__file__).resolve().parent
 MAX_RAY_TEMP_CHARS = 48  # + "/session_<date>_<time>_<pid>/sockets/plasma_store" stays under 107 bytes
@@ -113,7 +114,7 @@ def test_two_seeds_by_two_settings_finish_as_four_runs_with_a_results_table(tmp_
         kl, seed = float(name.split(",")[0].split("=")[1]), int(name[-1])
         ran = load_preset(run_dir / "preset.toml")  # the resolved preset is exactly what ran
         assert (ran.train.seed, ran.agent["target_kl"], ran.train.total_steps) == (seed, kl, 400)
-        assert json.loads((run_dir / TRIAL_RECORD_FILE).read_text()) == {
+        assert read_run_meta(run_dir)["sweep"] == {
             "name": "kl", "trial": name, "setting": f"trpo.target_kl={kl:g}", "seed": seed,
             "config": {"trpo.target_kl": kl, "train.seed": seed}}
         events = _events(run_dir)

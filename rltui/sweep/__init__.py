@@ -4,7 +4,7 @@
         sweep-plan.json        the base preset, the options and every trial (plan.py)
         <trial name>/          one ordinary run directory per (setting, seed), e.g.
                                policy_lr=0.0003,seed=0/ (preset.toml, metrics.jsonl, checkpoints/,
-                               sweep.json: what the trial records about its sweep)
+                               run.json whose `sweep` says what the trial records about its sweep)
         tune/                  Ray Tune's experiment state (what `--resume` restores)
         results.md, results.json   per setting: final and best evaluation return over seeds (results.py)
 

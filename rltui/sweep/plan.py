@@ -68,7 +68,6 @@ else:  # pragma: no cover
 
 PLAN_FILE = "sweep-plan.json"
 PLAN_VERSION = 1
-TRIAL_RECORD_FILE = "sweep.json"  # in each trial's run directory: `sweep_record`
 TUNE_DIR = "tune"  # Ray Tune's experiment directory inside the sweep directory
 SCHEDULERS = ("fifo", "asha")
 METRICS = ("eval_return_mean", "train_return_mean")

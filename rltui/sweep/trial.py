@@ -50,10 +50,8 @@ from rltui.events import (
 from rltui.sweep.plan import (
     INTERRUPTED_NOTE,
     STOPPED_EARLY_NOTE,
-    TRIAL_RECORD_FILE,
     read_plan,
     sweep_record,
-    write_text_atomic,
 )
 
 if TYPE_CHECKING:
@@ -215,13 +213,14 @@ class SweepTrial(tune.Trainable):
     def _start(self) -> bool:
         """Build the engine (a fresh run or a resume) and start it; False when the run had finished."""
         how = prepare_run_dir(self.run_dir, self.preset.train.total_steps, self.pointer_step)
-        write_text_atomic(self.run_dir / TRIAL_RECORD_FILE,
-                          json.dumps(sweep_record(self.plan, self.trial_plan), indent=1) + "\n")
         if how == "finished":
             return False
         from rltui.engine import Engine
 
-        self.engine = Engine(self.preset, self.run_dir, resume=how == "resume")
+        # run.json's `sweep` names the sweep, the trial, its setting and config (kept from the
+        # trial's first session on: a restarted trial resumes its run)
+        self.engine = Engine(self.preset, self.run_dir, resume=how == "resume", command=["rltui", "sweep"],
+                             sweep=sweep_record(self.plan, self.trial_plan))
         self.engine.subscribe(self._on_event)
         self.thread = self.engine.start()
         return True
