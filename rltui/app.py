@@ -104,6 +104,7 @@ class RlTuiApp(App[int]):
         live_runs: tuple[list[dict[str, Any]], list[str]] | None = None,
         compare: Sequence[ComparedRun] | None = None,
         runs_roots: Sequence[Path] | None = None,
+        runs_grouped: bool = False,
     ) -> None:
         """`engine`: open its dashboard (after loading `history_from`/metrics.jsonl, for a resumed
         run); else `remote`: attach to that run of another process; else `live_runs` (statuses and
@@ -125,6 +126,7 @@ class RlTuiApp(App[int]):
         self.live_runs = live_runs
         self.compare = compare
         self.runs_roots = runs_roots
+        self.runs_grouped = runs_grouped
         self.history = MetricsHistory()
         self.dashboard: DashboardScreen | None = None
         self.engine_worker: Worker[None] | None = None
@@ -333,7 +335,7 @@ class RlTuiApp(App[int]):
     def open_runs(self, roots: Sequence[Path]) -> None:
         from rltui.screens.runs import RunsScreen
 
-        self.push_screen(RunsScreen(roots))
+        self.push_screen(RunsScreen(roots, grouped=self.runs_grouped))
 
     def on_picker_screen_runs_requested(self) -> None:
         self.open_runs([self.saves_root])
@@ -419,9 +421,9 @@ def run_compare(runs: Sequence[ComparedRun], refresh_hz: float = 4.0, mouse: boo
     return 0
 
 
-def run_runs(roots: Sequence[Path], refresh_hz: float = 4.0, mouse: bool = True) -> int:
-    """The runs browser of `roots` (directories searched recursively)."""
-    app = RlTuiApp(runs_roots=roots, refresh_hz=refresh_hz)
+def run_runs(roots: Sequence[Path], refresh_hz: float = 4.0, mouse: bool = True, grouped: bool = False) -> int:
+    """The runs browser of `roots` (directories searched recursively), `grouped` by preset/sweep setting."""
+    app = RlTuiApp(runs_roots=roots, refresh_hz=refresh_hz, runs_grouped=grouped)
     app.run(mouse=mouse)
     return 0
 

@@ -221,8 +221,10 @@ class RunsScreen(Screen[None]):
     grouped: reactive[bool] = reactive(False, init=False)
     filter_text: reactive[str] = reactive("", bindings=True, init=False)
 
-    def __init__(self, roots: Sequence[Path], *, index: RunIndex | None = None, refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, roots: Sequence[Path], *, index: RunIndex | None = None, refresh_s: float = REFRESH_S,
+                 grouped: bool = False) -> None:
         super().__init__()
+        self.set_reactive(RunsScreen.grouped, grouped)  # (a sweep's browser opens grouped by setting)
         self.roots = list(roots)
         self.index = index if index is not None else RunIndex(self.roots)
         self.refresh_s = refresh_s

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
@@ -133,6 +135,37 @@ def wait_for_runs_to_close(plan: SweepPlan, sweep_dir: Path, timeout_s: float = 
     return held
 
 
+def _fit_in_the_browser(plan: SweepPlan, sweep_dir: Path, resume: bool, progress: SweepProgress,
+                        stream: TextIO) -> list[str]:
+    """Tune on a thread while the runs browser shows the sweep (grouped by setting: its seeds as
+    one group, live); a browser left before the end hands the terminal back to the progress view.
+    Returns the trials still holding their run directory at the end."""
+    from rltui.app import run_runs
+
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            _tuner(plan, sweep_dir, resume).fit()
+            outcome["held"] = wait_for_runs_to_close(plan, sweep_dir)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the driver's thread
+            outcome["error"] = exc
+
+    ProgressCallback.view = None  # the browser has the terminal
+    thread = threading.Thread(target=fit, name="rltui-sweep-tune", daemon=True)
+    thread.start()
+    run_runs([sweep_dir], grouped=True)
+    if thread.is_alive():
+        stream.write(f"the sweep goes on (Ctrl-C stops it; `rltui runs {sweep_dir}` browses it again)\n")
+        stream.flush()
+        ProgressCallback.view = progress
+        while thread.is_alive():
+            thread.join(0.2)  # (a bare join would not let Ctrl-C through)
+    if "error" in outcome:
+        raise outcome["error"]
+    return list(outcome["held"])
+
+
 def run_sweep(plan: SweepPlan, sweep_dir: Path, *, address: str | None, headless: bool, resume: bool,
               stream: TextIO, out: TextIO) -> int:
     """The whole sweep: Ray up (a new sweep's directory and plan are written once Ray is up and
@@ -151,8 +184,11 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, address: str | None, headless
         progress = SweepProgress(plan, sweep_dir, stream, live=not headless)
         ProgressCallback.view = progress
         try:
-            _tuner(plan, sweep_dir, resume).fit()
-            held = wait_for_runs_to_close(plan, sweep_dir)
+            if headless or not (stream.isatty() and sys.stdin.isatty()):
+                _tuner(plan, sweep_dir, resume).fit()
+                held = wait_for_runs_to_close(plan, sweep_dir)
+            else:
+                held = _fit_in_the_browser(plan, sweep_dir, resume, progress, stream)
         finally:
             ProgressCallback.view = None
             progress.close()
