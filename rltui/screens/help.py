@@ -70,5 +70,5 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help-box"):
             yield Static(self.title_text, id="help-title")
             yield Static(table, id="help-keys")
-            yield Static("Charts: faint band = raw min/max, line = mean (smoothed); "
-                         "dashed = target (ε, δ). Esc closes.", id="help-foot")
+            yield Static("Charts: faint band = raw min/max, line = mean (smoothed); ━ ╍ ┉ = the title's "
+                         "series, ┄ = target (ε, δ). Esc closes.", id="help-foot")
