@@ -419,6 +419,7 @@ class DashboardScreen(Screen[None]):
         # Of the leaving keys, those of this kind of dashboard (attached or not).
         shown = [b for b in self.BINDINGS if not isinstance(b, Binding) or b.action not in LEAVING_ACTIONS
                  or self.check_action(b.action, ()) is not False]
+        shown += EventLog.BINDINGS  # keys of the focused log
         self.app.push_screen(HelpScreen(help_rows(shown, self.app.get_key_display, notes)))
 
     def action_info(self) -> None:
