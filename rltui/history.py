@@ -173,13 +173,18 @@ class DownsampledSeries:
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One line of the event log. `level` is "info", "good", "warning" or "error"."""
+    """One line of the event log. `level` is "info", "good", "warning" or "error".
+
+    A warning repeated in a row is one entry: each repeat replaces it (a new index, the step of
+    the latest) and counts itself in `repeats`.
+    """
 
     index: int
     step: int
     time: float
     level: str
     text: str
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -506,7 +511,11 @@ class MetricsHistory:
         st.latest_version += 1
 
     def _log_add(self, step: int, time: float, level: str, text: str) -> None:
-        entry = LogEntry(self._log_count, step, time, level, clean_text(text))
+        text, repeats = clean_text(text), 1
+        last = self._warnings[-1] if level == "warning" and self._warnings else None
+        if last is not None and last.index == self._log_count - 1 and last.text == text:
+            repeats = self._warnings.pop().repeats + 1
+        entry = LogEntry(self._log_count, step, time, level, text, repeats)
         (self._warnings if level == "warning" else self._log).append(entry)
         self._log_count += 1
 

@@ -4,7 +4,8 @@ Long entries wrap under their own text (a hanging indent past the step column), 
 and are wrapped again when the width changes. A run can flood the log (a loss that keeps going
 non-finite warns at every update), so:
 
-- repeats of one warning in a row are one entry with a count and the step of the last one;
+- repeats of one warning in a row are one entry with a count and the step of the last one (the
+  history counts them: `LogEntry.repeats`);
 - the entries a user scrolls back for (the run's start, evaluations, checkpoints, errors, its
   end) are kept apart from the warnings, each kind bounded on its own, so no flood of warnings
   pushes them out (MetricsHistory keeps its log the same way);
@@ -46,18 +47,18 @@ def is_lesser(entry: LogEntry) -> bool:
 
 @dataclass
 class _Shown:
-    """One entry of the view: a log entry and how often it came in a row."""
+    """One entry of the view: the latest log entry of its repeats, shown at the step of the first
+    of them this view saw."""
 
     entry: LogEntry
-    repeats: int = 1
-    last_step: int = 0
+    step: int
     lines: list[Strip] = field(default_factory=list)  # wrapped at the current width; [] when not yet
 
     def text(self) -> str:
         """The entry's text as shown after the step: tag, message and repeats."""
         text = TAGS.get(self.entry.level, "") + self.entry.text
-        if self.repeats > 1:
-            text += f" (×{self.repeats}, the last at step {self.last_step:,})"
+        if self.entry.repeats > 1:
+            text += f" (×{self.entry.repeats}, the last at step {self.entry.step:,})"
         return text
 
 
@@ -85,6 +86,7 @@ class EventLog(ScrollView, can_focus=True):
         self._line_count = 0
         self._width = 0  # the width the entries are wrapped at
         self._step_width = 0  # characters of the step column
+        self._following = True  # the view stays at the bottom as entries come
 
     # ---- entries ----------------------------------------------------------------------------
     def show(self, entries: list[LogEntry]) -> None:
@@ -94,22 +96,17 @@ class EventLog(ScrollView, can_focus=True):
         for entry in entries:
             self.next_index = entry.index + 1
             last = self._shown[-1] if self._shown else None
-            if (last is not None and is_lesser(entry) and last.entry.level == entry.level
-                    and last.entry.text == entry.text):
-                last.repeats += 1
-                last.last_step = entry.step
-                last.lines = []
+            if (entry.repeats > 1 and last is not None and last.entry.level == entry.level
+                    and last.entry.text == entry.text):  # one more repeat of what is shown last
+                last.entry, last.lines = entry, []
             else:
-                self._shown.append(_Shown(entry, last_step=entry.step))
+                self._shown.append(_Shown(entry, entry.step))
         self._shown = _bounded(self._shown)
-        at_end = self.scroll_offset.y >= self.max_scroll_y
         self._layout()
-        if at_end:
-            self.scroll_end(animate=False, immediate=True)
 
     def shown_texts(self) -> list[str]:
         """Each visible entry on one line (step and text, unwrapped): what the log holds."""
-        return [f"{s.entry.step:,} {s.text()}" for s in self._visible]
+        return [f"{s.step:,} {s.text()}" for s in self._visible]
 
     def wrapped_lines(self) -> list[str]:
         """The lines as drawn (wrapped at the current width), for tests."""
@@ -120,7 +117,6 @@ class EventLog(ScrollView, can_focus=True):
 
     def watch_hide_warnings(self, hide: bool) -> None:
         self._layout()
-        self.scroll_end(animate=False, immediate=True)
         hidden = sum(1 for s in self._shown if is_lesser(s.entry))
         self.notify(f"event log: {hidden} warnings hidden (w shows them)" if hide else "event log: warnings shown",
                     timeout=3)
@@ -135,11 +131,16 @@ class EventLog(ScrollView, can_focus=True):
             shown.lines = []
         self._layout()
 
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._following = new_value >= self.max_scroll_y  # scrolled back: stay; at the bottom: follow
+
     def _layout(self) -> None:
-        """Wrap what is not wrapped at the current width and place every visible entry."""
+        """Wrap what is not wrapped at the current width and place every visible entry; a view
+        that was at the bottom stays there."""
         width = self.scrollable_content_region.width
         self._visible = [s for s in self._shown if not (self.hide_warnings and is_lesser(s.entry))]
-        step_width = max((len(f"{s.entry.step:,}") for s in self._visible), default=1)
+        step_width = max((len(f"{s.step:,}") for s in self._visible), default=1)
         if width != self._width or step_width != self._step_width:
             self._width, self._step_width = width, step_width
             for shown in self._shown:
@@ -157,6 +158,8 @@ class EventLog(ScrollView, can_focus=True):
                 total += len(shown.lines)
         self._starts, self._line_count = starts, total
         self.virtual_size = Size(width, total)
+        if self._following:
+            self.scroll_end(animate=False)  # after the refresh, which sizes the scrollbars
         self.refresh()
 
     def _wrap(self, shown: _Shown, styles: dict[str, Style]) -> list[Strip]:
@@ -168,7 +171,7 @@ class EventLog(ScrollView, can_focus=True):
         lines = text.wrap(console, max(width - indent, MIN_TEXT_WIDTH), overflow="fold", no_wrap=False)
         strips = []
         for i, line in enumerate(lines):
-            prefix = f"{shown.entry.step:>{self._step_width},} " if i == 0 else " " * indent
+            prefix = f"{shown.step:>{self._step_width},} " if i == 0 else " " * indent
             line.rstrip()
             segments = [Segment(prefix, step_style), *line.render(console)]
             strips.append(Strip(segments).apply_style(base).crop_extend(0, width, base))
