@@ -17,7 +17,9 @@ Screens ask, the app decides: the picker posts `PickerScreen.StartRequested`, th
 `DashboardScreen.QuitRequested` (`q`); the app answers by creating the run, or by stopping it
 with a final checkpoint before leaving. The dashboard drives its run through `submit()` only
 (a `RunControl`), so a run in another process can be plugged in the same way.
-Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`, `run_attach`.
+Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`, `run_attach`. The first two
+print the run's summary (`rltui.cli.run_summary`, as `--headless` does) once the app has left the
+terminal, for a run of this process that ended: finished, stopped or failed.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ from rltui.history import LogEntry
 # Tags keep the levels readable without colour (NO_COLOR).
 TAGS = {"warning": "warning: ", "error": "ERROR: "}
 LESSER_LEVELS = {"warning"}  # what a flood is made of; the rest is kept apart from it
-MAX_ENTRIES = 1000  # entries kept of the levels that are not lesser
-MAX_LESSER = 300  # warnings kept
+MAX_ENTRIES = 500  # entries kept of the levels that are not lesser (as MetricsHistory keeps)
+MAX_LESSER = 500  # warnings kept
 MIN_TEXT_WIDTH = 12  # the text column is never narrower, however narrow the log
 
 
