@@ -168,7 +168,7 @@ class EventLog(ScrollView, can_focus=True):
         base, step_style = styles["base"], styles["step"]
         text = Text(shown.text(), style=styles.get(shown.entry.level, ""))
         console = self.app.console
-        lines = text.wrap(console, max(width - indent, MIN_TEXT_WIDTH), overflow="fold", no_wrap=False)
+        lines = text.wrap(console, max(width - indent, MIN_TEXT_WIDTH), overflow="fold")
         strips = []
         for i, line in enumerate(lines):
             prefix = f"{shown.step:>{self._step_width},} " if i == 0 else " " * indent
@@ -186,8 +186,7 @@ class EventLog(ScrollView, can_focus=True):
         if not 0 <= row < self._line_count:
             return Strip.blank(width, self.rich_style)
         i = bisect.bisect_right(self._starts, row) - 1
-        lines = self._visible[i].lines
-        return lines[row - self._starts[i]] if row - self._starts[i] < len(lines) else Strip.blank(width)
+        return self._visible[i].lines[row - self._starts[i]]
 
 
 def _bounded(shown: list[_Shown]) -> list[_Shown]:

@@ -500,12 +500,12 @@ class LineChart(Widget, can_focus=True):
             return [Strip.blank(width, base)] * height
         axis = self._style("axis")
         plot_rows = height - 1
+        if plot_rows <= 0:
+            return [self._title(width, self.scale())]
         plot_cols = max(1, width - GUTTER - 1)
-        raster = rasterize(spec, self._data, plot_cols, max(plot_rows, 1), self.smoothing, self.log_y,
+        raster = rasterize(spec, self._data, plot_cols, plot_rows, self.smoothing, self.log_y,
                            stipple_band=self.app.no_color)
         strips = [self._title(width, raster.scale)]
-        if plot_rows <= 0:
-            return strips
         labelled = {0, plot_rows - 1} | ({(plot_rows - 1) // 2} if plot_rows >= 5 else set())
         styles = {name: self._style(name) for name in ("raw", "ref", *ROLES)}
         for r in range(plot_rows):
