@@ -17,7 +17,9 @@ Screens ask, the app decides: the picker posts `PickerScreen.StartRequested`, th
 `DashboardScreen.QuitRequested` (`q`); the app answers by creating the run, or by stopping it
 with a final checkpoint before leaving. The dashboard drives its run through `submit()` only
 (a `RunControl`), so a run in another process can be plugged in the same way.
-Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`, `run_attach`.
+Entry points for the CLI: `run_dashboard`, `run_picker`, `run_watch`, `run_attach`. The first two
+print the run's summary (`rltui.cli.run_summary`, as `--headless` does) once the app has left the
+terminal, for a run of this process that ended: finished, stopped or failed.
 """
 
 from __future__ import annotations
@@ -131,6 +133,8 @@ class RlTuiApp(App[int]):
         self.dashboard: DashboardScreen | None = None
         self.engine_worker: Worker[None] | None = None
         self._leaving = threading.Event()  # the app is ending: background loops stop
+        self._session: tuple[float, int] | None = None  # (monotonic start, start step) of the run shown
+        self._last_stop: Future[Reply] | None = None  # the Stop sent as the app ended, if one was
 
     def on_mount(self) -> None:
         if self.engine is not None:
@@ -180,6 +184,7 @@ class RlTuiApp(App[int]):
             self.switch_screen(screen)
         else:
             self.push_screen(screen)
+        self._session = (time.monotonic(), getattr(engine, "step", 0))
         self.engine_worker = self._run_engine(engine, history_from)
 
     @work(group="engine", exit_on_error=False)
@@ -229,6 +234,28 @@ class RlTuiApp(App[int]):
 
     def run_exit_code(self) -> int:
         return 1 if self.history.status().state is RunState.FAILED else 0
+
+    def exit_summary(self, timeout: float = QUIT_TIMEOUT_S) -> str | None:
+        """What `rltui train --headless` prints at the end, for the run this app ran, once the app
+        has left the terminal: None when it ran none, or when its run goes on (the terminal hung up).
+
+        A run the app stopped as it ended (Ctrl-C) is waited for (at most `timeout` seconds) so
+        that the summary tells its final checkpoint.
+        """
+        engine, session = self.engine, self._session
+        if engine is None or session is None:
+            return None
+        if not (self.history.status().state.is_final or engine.state.is_final):
+            stop = self._last_stop
+            try:
+                if stop is None or not stop.result(timeout).ok:  # refused: the run went on without us
+                    return None
+            except TimeoutError:
+                return None
+        from rltui.cli import run_summary
+
+        started, start_step = session
+        return run_summary(self.history, engine, start_step, time.monotonic() - started)
 
     # ---- attached runs ------------------------------------------------------------------------
     def on_live_runs_screen_chosen(self, message: LiveRunsScreen.Chosen) -> None:
@@ -376,7 +403,7 @@ class RlTuiApp(App[int]):
         """However the app ends, the training thread must end too (the process waits for it)."""
         self._leaving.set()
         if self.engine is not None and not self.engine.state.is_final:
-            self.engine.submit(Stop(final_checkpoint=True))
+            self._last_stop = self.engine.submit(Stop(final_checkpoint=True))
         if self.remote is not None:
             self.remote.close()  # detach: the run itself goes on
 
@@ -394,6 +421,7 @@ def run_dashboard(
     if on_app is not None:
         on_app(app)
     app.run(mouse=mouse)
+    _print_summary(app)
     return app.run_exit_code()
 
 
@@ -401,7 +429,15 @@ def run_picker(refresh_hz: float = 4.0, mouse: bool = True, saves_root: Path = P
     """Open the preset picker; starting a run switches to its dashboard."""
     app = RlTuiApp(refresh_hz=refresh_hz, saves_root=saves_root)
     app.run(mouse=mouse)
+    _print_summary(app)
     return app.run_exit_code()
+
+
+def _print_summary(app: RlTuiApp) -> None:
+    """The run's summary on stderr, as headless prints it, now that the terminal is ours again."""
+    summary = app.exit_summary()
+    if summary is not None:
+        print(summary, file=sys.stderr, flush=True)
 
 
 def run_attach(remote: RemoteEngine | None, live_runs: tuple[list[dict[str, Any]], list[str]] | None = None,

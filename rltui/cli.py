@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 from rltui import __version__
 from rltui.commands import Stop
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 DEFAULT_REFRESH_HZ = 4.0
 TTY_REDRAW_S = 0.25
 PLAIN_LINE_FRACTION = 0.05
+RECENT_RETURNS = 10  # episodes the progress line and the summary average the return over
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -756,8 +757,6 @@ class HeadlessProgress:
     Warnings get their own lines as they come, an error its own line in the summary.
     """
 
-    RECENT_RETURNS = 10
-
     def __init__(
         self, total_steps: int, start_step: int, stream: TextIO, history: MetricsHistory | None = None
     ) -> None:
@@ -793,7 +792,7 @@ class HeadlessProgress:
         rate = status.steps_per_s
         parts = [f"step {step:,}/{total_steps:,} ({100 * min(step / max(total_steps, 1), 1):.0f}%)",
                  f"{rate:,.0f} steps/s" if rate is not None else "– steps/s"]
-        returns = self.history.recent(self._returns, self.RECENT_RETURNS)
+        returns = self.history.recent(self._returns, RECENT_RETURNS)
         if returns:
             parts.append(f"return {sum(returns) / len(returns):.1f} (last {len(returns)})")
         if status.last_eval is not None:
@@ -829,36 +828,60 @@ class HeadlessProgress:
             self.stream.write(message + "\n")
             self.stream.flush()
 
-    def finish(self, engine: Engine) -> None:
+    def finish(self, engine: RunOwner) -> None:
         """The final summary (the progress line ends first)."""
-        elapsed = time.monotonic() - self.started
-        status = self.history.status()
-        state = status.state if status.state.is_final else engine.state  # no final event: run() raised
-        step = max(status.step, self.start_step, getattr(engine, "step", 0))  # an engine without events too
-        if status.info is not None:
-            name, algo, env_id = status.info.name, status.info.algo, status.info.env_id
-        else:  # the run ended before its first event
-            preset = getattr(engine, "preset", None)
-            name = preset.name if preset is not None else Path(engine.run_dir).name
-            algo, env_id = engine.algo, preset.env.id if preset is not None else "?"
-        if status.error:
-            self.note(f"error: {status.error}")
-        verdict = {RunState.FINISHED: "finished", RunState.FAILED: "FAILED"}.get(state, state.value)
-        lines = [f"{verdict}: {name} ({algo}, {env_id}) at step {step:,} after {_duration(elapsed)} "
-                 f"({(step - self.start_step) / max(elapsed, 1e-9):,.0f} steps/s this session)"]
-        if status.message and state is RunState.FINISHED:
-            lines[0] += f"; {status.message}"
-        returns = self.history.recent(self._returns, self.RECENT_RETURNS)
-        if returns:
-            lines.append(f"  recent return {sum(returns) / len(returns):.1f} (last {len(returns)} episodes)")
-        if status.last_eval is not None:
-            e = status.last_eval
-            lines.append(f"  evaluation at step {e.step:,}: {e.return_mean:.1f} ± {e.return_std:.1f} "
-                         f"({e.episodes} episodes)")
-        if status.last_checkpoint:
-            lines.append(f"  checkpoint {status.last_checkpoint}")
-        lines.append(f"  run dir {engine.run_dir} (resume: rltui resume {engine.run_dir})")
-        self.note("\n".join(lines))
+        self.note(run_summary(self.history, engine, self.start_step, time.monotonic() - self.started))
+
+
+class RunOwner(Protocol):
+    """What the end-of-run summary reads of the engine that ran the run (also `step` and
+    `preset` where it has them)."""
+
+    @property
+    def state(self) -> RunState: ...
+
+    @property
+    def algo(self) -> str: ...
+
+    @property
+    def run_dir(self) -> Path: ...
+
+
+def run_summary(history: MetricsHistory, engine: RunOwner, start_step: int, elapsed_s: float) -> str:
+    """What a run prints when it ends, headless or once its dashboard has left the terminal: the
+    error (if any), the verdict, step and time, the recent return, the last evaluation and
+    checkpoint, and the run directory with the command that resumes it.
+
+    `start_step`: the step this session started from; `elapsed_s`: how long the session ran.
+    """
+    status = history.status()
+    state = status.state if status.state.is_final else engine.state  # no final event: run() raised
+    step = max(status.step, start_step, getattr(engine, "step", 0))  # an engine without events too
+    if status.info is not None:
+        name, algo, env_id = status.info.name, status.info.algo, status.info.env_id
+    else:  # the run ended before its first event
+        preset = getattr(engine, "preset", None)
+        name = preset.name if preset is not None else Path(engine.run_dir).name
+        algo, env_id = engine.algo, preset.env.id if preset is not None else "?"
+    lines = [f"error: {status.error}"] if status.error else []
+    verdict = {RunState.FINISHED: "finished", RunState.FAILED: "FAILED"}.get(state, state.value)
+    lines.append(f"{verdict}: {name} ({algo}, {env_id}) at step {step:,} after {_duration(elapsed_s)} "
+                 f"({(step - start_step) / max(elapsed_s, 1e-9):,.0f} steps/s this session)")
+    if status.message and state is RunState.FINISHED:
+        lines[-1] += f"; {status.message}"
+    from rltui.history import TRAIN_RETURN
+
+    returns = history.recent(TRAIN_RETURN, RECENT_RETURNS)
+    if returns:
+        lines.append(f"  recent return {sum(returns) / len(returns):.1f} (last {len(returns)} episodes)")
+    if status.last_eval is not None:
+        e = status.last_eval
+        lines.append(f"  evaluation at step {e.step:,}: {e.return_mean:.1f} ± {e.return_std:.1f} "
+                     f"({e.episodes} episodes)")
+    if status.last_checkpoint:
+        lines.append(f"  checkpoint {status.last_checkpoint}")
+    lines.append(f"  run dir {engine.run_dir} (resume: rltui resume {engine.run_dir})")
+    return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:

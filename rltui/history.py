@@ -17,6 +17,7 @@ so the charts show the one history the run actually has. This module does not im
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import threading
@@ -172,13 +173,18 @@ class DownsampledSeries:
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One line of the event log. `level` is "info", "good", "warning" or "error"."""
+    """One line of the event log. `level` is "info", "good", "warning" or "error".
+
+    A warning repeated in a row is one entry: each repeat replaces it (a new index, the step of
+    the latest) and counts itself in `repeats`.
+    """
 
     index: int
     step: int
     time: float
     level: str
     text: str
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -311,7 +317,10 @@ class MetricsHistory:
         self._lock = threading.Lock()
         self._series: dict[str, DownsampledSeries] = {}
         self._status = _Status()
+        # Warnings are kept apart (the last `log_size` of them), so that a flood of them never
+        # pushes the run's start, evaluations, checkpoints and errors out of the log.
         self._log: deque[LogEntry] = deque(maxlen=log_size)
+        self._warnings: deque[LogEntry] = deque(maxlen=log_size)
         self._log_count = 0
         self._version_base: dict[str, int] = {}  # versions of series dropped by reset(): never reused
         self._series_full = False
@@ -502,7 +511,12 @@ class MetricsHistory:
         st.latest_version += 1
 
     def _log_add(self, step: int, time: float, level: str, text: str) -> None:
-        self._log.append(LogEntry(self._log_count, step, time, level, clean_text(text)))
+        text, repeats = clean_text(text), 1
+        last = self._warnings[-1] if level == "warning" and self._warnings else None
+        if last is not None and last.index == self._log_count - 1 and last.text == text:
+            repeats = self._warnings.pop().repeats + 1
+        entry = LogEntry(self._log_count, step, time, level, text, repeats)
+        (self._warnings if level == "warning" else self._log).append(entry)
         self._log_count += 1
 
     # ---- reading side (UI thread) -----------------------------------------------------------
@@ -584,7 +598,8 @@ class MetricsHistory:
             return self._log_count
 
     def log_since(self, index: int) -> list[LogEntry]:
-        """Log entries with `entry.index >= index` that are still held."""
+        """Log entries with `entry.index >= index` that are still held, in order."""
         with self._lock:
-            first = self._log_count - len(self._log)  # the index of the oldest entry held
-            return list(itertools.islice(self._log, max(index - first, 0), None))
+            held = [list(itertools.takewhile(lambda e: e.index >= index, reversed(log)))[::-1]
+                    for log in (self._log, self._warnings)]
+        return list(heapq.merge(*held, key=lambda e: e.index))

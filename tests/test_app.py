@@ -536,10 +536,12 @@ def test_rasterize_draws_lines_bands_and_references():
     assert all(drawn)
 
 
-def test_rasterize_log_scale_drops_non_positive_values_and_handles_no_data():
+def test_rasterize_log_scale_of_positive_values_and_no_data():
     spec = ChartSpec("t", (SeriesSpec("a", "a"),), log_y=True)
-    raster = rasterize(spec, {"a": _snap(range(10), [-1, 0, 1, 10, 100, 1000, 1e4, 1e5, 1e6, 1e7])}, 20, 5, 0.0, True)
+    raster = rasterize(spec, {"a": _snap(range(8), [1, 10, 100, 1000, 1e4, 1e5, 1e6, 1e7])}, 20, 5, 0.0, True)
+    assert raster.scale.kind == "log"
     assert raster.y_low == pytest.approx(1.0) and raster.y_high == pytest.approx(1e7)
+    assert raster.value_at(2) == pytest.approx(10**3.5)  # the middle row, halfway in decades
     empty = rasterize(spec, {"a": None}, 20, 5, 0.0, True)
     assert empty.chars == [" " * 20] * 5
 

@@ -1,4 +1,5 @@
-"""SVG snapshots of the picker and the dashboard at 80x24 and 160x48 (deterministic data).
+"""SVG snapshots of the picker (80x24, 160x48) and the dashboard (80x24, 120x36, 160x48, 200x50,
+NO_COLOR, a symmetric log scale), from deterministic data.
 
 Update after an intended change with `pytest tests/test_snapshots.py --snapshot-update` and
 look at the SVGs in tests/__snapshots__/.
@@ -93,10 +94,22 @@ def test_picker(snap_compare, size):
     assert snap_compare(_picker_app(), terminal_size=size, run_before=_picker_ready)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (200, 50)], ids=lambda size: f"{size[0]}x{size[1]}")
 def test_dashboard_mpo(snap_compare, size):
     app, engine = _dashboard_app("mpo")
     assert snap_compare(app, terminal_size=size, run_before=_dashboard_ready(engine))
+
+
+def test_dashboard_no_color_80x24(snap_compare, monkeypatch):
+    """Series told apart by their dash patterns and legend marks, the raw band stippled."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app, engine = _dashboard_app("mpo")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_dashboard_ready(engine))
+
+
+def test_dashboard_returns_on_a_symmetric_log_scale_120x36(snap_compare):
+    app, engine = _dashboard_app("mpo")
+    assert snap_compare(app, terminal_size=(120, 36), run_before=_dashboard_ready(engine), press=["l"])
 
 
 def test_dashboard_trpo_160x48(snap_compare):

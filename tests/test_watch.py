@@ -326,7 +326,7 @@ def _log_texts(app) -> list[str]:
 def _shown_log(screen) -> str:
     from rltui.widgets.event_log import EventLog
 
-    return "\n".join(strip.text for strip in screen.query_one(EventLog).lines)
+    return "\n".join(screen.query_one(EventLog).shown_texts())
 
 
 @pytest.mark.asyncio

@@ -38,7 +38,7 @@ from rltui.history import EVAL_RETURN, MANUAL_RETURN, TRAIN_RETURN, MetricsHisto
 from rltui.screens.help import HelpScreen, help_rows
 from rltui.widgets.event_log import EventLog
 from rltui.widgets.inspect_chart import InspectChart
-from rltui.widgets.line_chart import ChartSpec, LineChart, ReferenceLine, SeriesSpec
+from rltui.widgets.line_chart import ChartSpec, LineChart, ReferenceLine, SeriesSpec, format_value
 from rltui.widgets.metrics_table import MetricsTable
 from rltui.widgets.status_bar import StatusBar
 
@@ -47,6 +47,7 @@ DEFAULT_SMOOTHING = 0.6
 CONTROL_ACTIONS = {"pause", "resume", "checkpoint", "toggle_eval"}
 LIVE_STATES = (RunState.RUNNING, RunState.PAUSED, RunState.EVALUATING)
 LEAVING_ACTIONS = {"quit_run", "detach", "stop_run"}
+WIDE_LAYOUT_COLUMNS = 160  # from this width the table and log sit right of the charts
 PAUSE_HELP = "pause or resume training"
 ZOOM_HELP = "maximise a chart (plotext view); again to restore"
 
@@ -78,8 +79,9 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
     """The four charts for `algo` ("mpo" or "trpo"); `settings` is the preset's agent table."""
     returns = ChartSpec(
         "Returns",
-        (SeriesSpec(TRAIN_RETURN, "train", band=True), SeriesSpec(EVAL_RETURN, "eval", "second", smooth=False),
-         SeriesSpec(MANUAL_RETURN, "manual", "third", smooth=False, band=True)),
+        (SeriesSpec(TRAIN_RETURN, "train", band=True, short="tr"),
+         SeriesSpec(EVAL_RETURN, "eval", "second", smooth=False, short="ev"),
+         SeriesSpec(MANUAL_RETURN, "manual", "third", smooth=False, band=True, short="man")),
     )
     if algo.lower() == "mpo":
         return [
@@ -87,9 +89,9 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
             ChartSpec(
                 "KL",
                 (
-                    SeriesSpec("kl/nonparametric", "E-step"),
-                    SeriesSpec("kl/mean", "mean", "second"),
-                    SeriesSpec("kl/std", "std", "third"),
+                    SeriesSpec("kl/nonparametric", "E-step", short="E"),
+                    SeriesSpec("kl/mean", "mean", "second", short="μ"),
+                    SeriesSpec("kl/std", "std", "third", short="σ"),
                 ),
                 _refs(settings, ("kl_epsilon", "ε"), ("mstep_kl_epsilon", "ε_m")),
                 log_y=True,
@@ -103,7 +105,7 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
                 ),
                 log_y=True,
             ),
-            ChartSpec("Critic loss", (SeriesSpec("loss/q", "loss/q", band=True),)),
+            ChartSpec("Critic loss", (SeriesSpec("loss/q", "loss/q", band=True, short="q"),)),
         ]
     if algo.lower() == "trpo":
         return [
@@ -111,12 +113,15 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
             ChartSpec("KL", (SeriesSpec("policy/kl", "kl"),), _refs(settings, ("target_kl", "δ"))),
             ChartSpec(
                 "Line search",
-                (SeriesSpec("policy/line_search_frac", "frac"), SeriesSpec("policy/step_norm", "|step|", "second")),
+                (SeriesSpec("policy/line_search_frac", "frac", short="fr"),
+                 SeriesSpec("policy/step_norm", "|step|", "second", short="|s|")),
             ),
-            # Log scale so the explained variance (<= 1) stays readable beside the value loss.
+            # Log scale so the explained variance (<= 1) stays readable beside the value loss
+            # (a symmetric log once the explained variance is negative).
             ChartSpec(
                 "Value",
-                (SeriesSpec("loss/value", "loss", band=True), SeriesSpec("value/explained_variance", "EV", "second")),
+                (SeriesSpec("loss/value", "loss", band=True, short="L"),
+                 SeriesSpec("value/explained_variance", "EV", "second")),
                 log_y=True,
             ),
         ]
@@ -126,8 +131,8 @@ def chart_specs(algo: str, settings: Mapping[str, Any]) -> list[ChartSpec]:
 class DashboardScreen(Screen[None]):
     """Live (with a RunControl) or read-only (control None) view of one run's MetricsHistory."""
 
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    # Side by side only where the charts keep more room than stacked (see app.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_LAYOUT_COLUMNS, "-wide")]
 
     # The help screen lists these, with their tooltips, so every key is described here once.
     BINDINGS = [
@@ -386,9 +391,14 @@ class DashboardScreen(Screen[None]):
 
     def action_toggle_log(self) -> None:
         chart = self._log_target()
-        if chart is not None:
-            chart.toggle_log()
-            self._refresh_inspect()
+        if chart is None:
+            return
+        chart.toggle_log()
+        self._refresh_inspect()
+        scale = chart.scale()
+        if scale.kind == "symlog" and chart.spec is not None:
+            self.notify(f"{chart.spec.title} has values <= 0, which a log scale cannot show: symmetric log "
+                        f"instead (linear within ±{format_value(scale.linear_width)}, log beyond)", timeout=6)
 
     def _refresh_inspect(self) -> None:
         if self.maximised is not None:
@@ -409,6 +419,7 @@ class DashboardScreen(Screen[None]):
         # Of the leaving keys, those of this kind of dashboard (attached or not).
         shown = [b for b in self.BINDINGS if not isinstance(b, Binding) or b.action not in LEAVING_ACTIONS
                  or self.check_action(b.action, ()) is not False]
+        shown += EventLog.BINDINGS  # keys of the focused log
         self.app.push_screen(HelpScreen(help_rows(shown, self.app.get_key_display, notes)))
 
     def action_info(self) -> None:

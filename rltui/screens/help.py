@@ -49,7 +49,8 @@ def _join_keys(keys: list[str]) -> str:
     return ", ".join(keys)
 
 
-DASHBOARD_FOOT = "Charts: faint band = raw min/max, line = mean (smoothed); dashed = target (ε, δ). Esc closes."
+DASHBOARD_FOOT = ("Charts: faint band = raw min/max, line = mean (smoothed); ━ ╍ ┉ = the title's series, "
+                  "┄ = target (ε, δ). Esc closes.")
 
 
 class HelpScreen(ModalScreen[None]):

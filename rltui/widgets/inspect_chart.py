@@ -1,7 +1,11 @@
 """Full-size view of one chart drawn with plotext (axes, ticks, legend).
 
 plotext is only used here, for the one maximised chart: it is rebuilt once per data or size
-change (never per paint), from series downsampled to at most twice the plot width.
+change (never per paint), from series downsampled to at most twice the plot width. As in the
+braille grid (rltui.widgets.line_chart): the EMA runs over the drawn points, so its effect does
+not depend on the run's length; log scale is a symmetric log when a value is <= 0; and each
+series has a marker of its own (braille dots, quarter blocks, bullets), so they stay apart
+without colour.
 """
 
 from __future__ import annotations
@@ -13,7 +17,18 @@ from rich.text import Span, Text
 from textual.widgets import Static
 
 from rltui.history import SeriesSnapshot
-from rltui.widgets.line_chart import ChartSpec, ema
+from rltui.widgets.line_chart import (
+    REFERENCE_CHAR,
+    ChartSpec,
+    chart_values,
+    choose_scale,
+    ema,
+    format_value,
+    option_flags,
+)
+
+MARKERS = {"main": "braille", "second": "hd", "third": "dot"}
+TICKS = 5  # y ticks on a log or symmetric log scale
 
 
 def downsample(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,39 +49,54 @@ def plot_chart(
     smoothing: float,
     log_y: bool,
 ) -> str:
-    """Build the chart with plotext's figure and return its ANSI text."""
+    """Build the chart with plotext's figure and return its ANSI text.
+
+    On a log or symmetric log scale the values are transformed here and the y ticks labelled
+    with the values they stand for (plotext's own log scale takes no values <= 0).
+    """
+    scale = choose_scale(log_y, chart_values(spec, data))
     fig = plotext.figure
     fig.clear()  # the figure is plotext's module-level one: start from a clean state every time
+    plotext.terminal.limit(False, False)  # the widget's size, not the size of the terminal plotext sees
     fig.plot_size(width, height)
     fig.theme("dark")
-    fig.title(spec.title + (" (log)" if log_y else ""))
+    flags = option_flags(scale.flag, smoothing if any(s.smooth for s in spec.series) else 0.0, compact=False)
+    fig.title(spec.title + (f" {flags}" if flags else ""))
     points = max(2, 2 * width)
     x_range: list[float] = []
+    y_range: list[float] = []
     for s in spec.series:
         snap = data.get(s.name)
         if snap is None or len(snap) == 0:
             continue
-        y = ema(snap.y, smoothing) if s.smooth else snap.y
-        keep = y > 0 if log_y else np.isfinite(y)
-        x, y = downsample(snap.x[keep], y[keep], points)
+        finite = np.isfinite(snap.y)
+        x, y = downsample(snap.x[finite], scale.forward(snap.y[finite]), points)
+        keep = np.isfinite(y)  # log: values <= 0 never come here (the scale is symlog then)
+        x, y = x[keep], y[keep]
         if len(x) == 0:
             continue
-        signal = fig.signal(x.tolist(), y.tolist(), marker="braille")
+        if s.smooth:
+            y = ema(y, smoothing)
+        signal = fig.signal(x.tolist(), y.tolist(), marker=MARKERS.get(s.role, "braille"))
         signal.label(s.label)
         signal.lines(True)
         fig.draw(signal)
         x_range = [min(x_range[0], x[0]), max(x_range[1], x[-1])] if x_range else [x[0], x[-1]]
+        y_range = [min(y_range[0], y.min()), max(y_range[1], y.max())] if y_range else [y.min(), y.max()]
     if not x_range:
         fig.clear()
         return "no data yet"
-    for ref in spec.references:  # drawn as a flat series: plotext's fig.line ignores a log scale
-        if not log_y or ref.value > 0:
-            signal = fig.signal(x_range, [ref.value, ref.value], marker="braille")
+    for ref in spec.references:  # drawn as a flat series: plotext's fig.line takes no transformed scale
+        value = float(scale.forward(np.array([ref.value]))[0])
+        if np.isfinite(value):
+            signal = fig.signal(x_range, [value, value], marker=REFERENCE_CHAR)
             signal.label(f"{ref.label} {ref.value:g}")
             signal.lines(True)
             fig.draw(signal)
-    if log_y:
-        fig.ruler(1).scale("log")
+            y_range = [min(y_range[0], value), max(y_range[1], value)]
+    if scale.kind != "linear":
+        ticks = np.linspace(y_range[0], y_range[1], TICKS) if y_range[1] > y_range[0] else np.array(y_range[:1])
+        fig.ruler(1).ticks(ticks.tolist(), [format_value(scale.inverse(float(t))) for t in ticks])
     text = fig.build().string()
     fig.clear()
     return text

@@ -2,16 +2,30 @@
 
 Each terminal cell holds a 2x4 braille dot matrix. For every dot column the chart draws the
 range of the raw values that fall in it (a faint band, from the history's per-bucket min/max)
-and the mean, optionally EMA-smoothed, as a connected line on top. Everything is computed in
-numpy once per data, size or option change and kept as Strips; painting the widget only looks
-them up. The first line is the title: chart number, name, last value of each series, options.
-A left gutter shows the y range.
+and the mean as a connected line on top, optionally smoothed by an EMA over the chart's dot
+columns (like W&B's time-weighted EMA: the same weight smooths as much at every width and run
+length). Everything is computed in numpy once per data, size or option change and kept as
+Strips; painting the widget only looks them up.
+
+The first line is the title: chart number, name, a legend entry per series (its mark, label and
+last value), the reference lines, and the options in effect (`[log ema 0.9]`). When it does not
+fit, it is shortened step by step (reference values, references, short labels, values, the
+name) but never drops a series. A left gutter shows the y range.
+
+Series in one chart differ by dash pattern as well as colour (solid, long dashes, short dashes;
+reference lines are drawn with ┄), and the legend's marks match, so they stay apart with NO_COLOR; there,
+the raw band is also stippled so the line stands out from it.
+
+Log scale: values <= 0 cannot be drawn on a log axis, so a chart that has any is drawn on a
+symmetric log scale instead (linear within ±C, logarithmic beyond; C is the decade of the
+smallest non-zero magnitude), and its title says `symlog`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,18 +41,32 @@ from rltui.history import SeriesSnapshot
 ROLES = ("main", "second", "third")
 # Dot (row, col) of a braille cell -> bit of U+2800 + bits.
 _BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int32)
-_MARKS = {"main": "━", "second": "━", "third": "━", "ref": "┄"}
+# Legend mark of each role, drawn the way its line is: solid, long dashes, short dashes;
+# reference lines ┄.
+MARKS = {"main": "━", "second": "╍", "third": "┉", "ref": "┄"}
+# Dash pattern of each role's line along its path, in dots: (period, dots drawn per period).
+DASHES = {"second": (8, 6), "third": (4, 2)}
+REFERENCE_CHAR = "┄"
+GUTTER = 7  # width of the y labels (the axis line comes after)
+# Symmetric log: |values| under C are linear, with C no smaller than this fraction of the largest.
+SYMLOG_MIN_LINEAR_FRACTION = 1e-6
 
 
 @dataclass(frozen=True)
 class SeriesSpec:
-    """One history series drawn in a chart. `role` picks its style (main, second, third)."""
+    """One history series drawn in a chart. `role` picks its style (main, second, third);
+    `short` is its label where the title has little room (default: the label)."""
 
     name: str
     label: str
     role: str = "main"
     smooth: bool = True
     band: bool = False  # faint band of the raw min/max behind the line
+    short: str = ""
+
+    @property
+    def short_label(self) -> str:
+        return self.short or self.label
 
 
 @dataclass(frozen=True)
@@ -55,17 +83,93 @@ class ChartSpec:
     log_y: bool = False
 
 
+@dataclass(frozen=True)
+class YScale:
+    """How values map to the vertical axis: "linear", "log" (log10) or "symlog".
+
+    symlog(y) = sign(y) * log10(1 + |y| / linear_width): about linear within ±linear_width,
+    logarithmic beyond, defined for every value (the log of values that can be <= 0).
+    """
+
+    kind: str = "linear"
+    linear_width: float = 1.0
+
+    def forward(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        if self.kind == "log":
+            return _transform(values, True)
+        if self.kind == "symlog":
+            return np.sign(values) * np.log10(1.0 + np.abs(values) / self.linear_width)
+        return values
+
+    def inverse(self, value: float) -> float:
+        if self.kind == "log":
+            return float(10.0**value)
+        if self.kind == "symlog":
+            return math.copysign(self.linear_width * (10.0 ** abs(value) - 1.0), value)
+        return value
+
+    @property
+    def flag(self) -> str:
+        """What the title says of the scale ("" for linear)."""
+        return "" if self.kind == "linear" else self.kind
+
+
+LINEAR = YScale()
+
+
+def choose_scale(log_y: bool, values: Iterable[np.ndarray]) -> YScale:
+    """The scale for a chart asked to be `log_y` whose drawn values are `values`.
+
+    Log when every finite value is > 0 (or there are none yet), else symmetric log, with the
+    linear part as wide as the decade of the smallest non-zero magnitude.
+    """
+    if not log_y:
+        return LINEAR
+    finite = [v[np.isfinite(v)] for v in (np.asarray(a, dtype=float) for a in values)]
+    flat = np.concatenate(finite) if finite else np.empty(0)
+    if len(flat) == 0 or (flat > 0).all():
+        return YScale("log")
+    magnitudes = np.abs(flat[flat != 0])
+    if len(magnitudes) == 0:
+        return YScale("symlog", 1.0)
+    smallest = max(float(magnitudes.min()), float(magnitudes.max()) * SYMLOG_MIN_LINEAR_FRACTION)
+    return YScale("symlog", 10.0 ** math.floor(math.log10(smallest)))
+
+
+def chart_values(spec: ChartSpec, data: dict[str, SeriesSnapshot | None]) -> list[np.ndarray]:
+    """Every value a chart draws: its series' means (and raw extremes where banded), its references."""
+    values = [np.array([r.value for r in spec.references], dtype=float)]
+    for s in spec.series:
+        snap = data.get(s.name)
+        if snap is not None and len(snap):
+            values.extend((snap.y, snap.y_min, snap.y_max) if s.band else (snap.y,))
+    return values
+
+
 @dataclass
 class Raster:
     """Result of rasterising a chart: per plot row, the cell characters and a layer per cell.
 
-    Layer names: "" (empty), "raw", "ref", or a series role.
+    Layer names: "" (empty), "raw", "ref", or a series role. `y_low`/`y_high` are the values at
+    the bottom and top row; `t_low`/`t_high` the same in the scale's coordinates.
     """
 
     chars: list[str]
     layers: list[list[str]]
     y_low: float = math.nan
     y_high: float = math.nan
+    scale: YScale = LINEAR
+    t_low: float = math.nan
+    t_high: float = math.nan
+
+    def value_at(self, row: int) -> float:
+        """The value at the middle of plot row `row` (0 the top), by the chart's scale."""
+        rows = len(self.chars)
+        if rows < 2 or not math.isfinite(self.t_low):
+            return self.y_high
+        frac = row / (rows - 1)
+        return self.scale.inverse(self.t_high * (1 - frac) + self.t_low * frac)
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -99,6 +203,7 @@ def format_value(value: float) -> str:
 
 
 def _transform(values: np.ndarray, log_y: bool) -> np.ndarray:
+    """log10 of the positive values (NaN for the rest) when `log_y`, else the values as floats."""
     if not log_y:
         return values.astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -111,9 +216,26 @@ def _column_fill(top: np.ndarray, bottom: np.ndarray, valid: np.ndarray, dot_row
     return (rows >= top[None, :]) & (rows <= bottom[None, :]) & valid[None, :]
 
 
+def _dashed(mask: np.ndarray, top: np.ndarray, bottom: np.ndarray, period: int, drawn: int) -> np.ndarray:
+    """`mask` (a line filled from `top` to `bottom` in each column) with only the first `drawn`
+    dots of every `period` kept, counted along the line's path (so steep parts are dashed too)."""
+    heights = np.where(bottom >= top, bottom - top + 1, 0)
+    first = np.cumsum(heights) - heights  # path index of each column's top dot
+    index = first[None, :] + np.arange(mask.shape[0])[:, None] - top[None, :]
+    return mask & (index % period < drawn)
+
+
 def _cell_codes(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
     cells = mask.reshape(rows, 4, cols, 2).astype(np.int32)
     return np.einsum("hywx,yx->hw", cells, _BRAILLE_BITS)
+
+
+def _column_means(col: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns holding points, the mean of their values), columns in order."""
+    counts = np.bincount(col, minlength=width)
+    sums = np.bincount(col, weights=values, minlength=width)
+    known = np.flatnonzero(counts > 0)
+    return known, sums[known] / counts[known]
 
 
 def rasterize(
@@ -123,36 +245,44 @@ def rasterize(
     rows: int,
     smoothing: float,
     log_y: bool,
+    *,
+    stipple_band: bool = False,
 ) -> Raster:
-    """Draw `spec` on a `cols` x `rows` cell canvas (braille: 2*cols x 4*rows dots)."""
+    """Draw `spec` on a `cols` x `rows` cell canvas (braille: 2*cols x 4*rows dots).
+
+    `smoothing`: EMA weight over the dot columns, for the series that smooth; `log_y`: log scale
+    (symmetric log when a value is <= 0); `stipple_band`: draw the raw band as a sparse pattern
+    (for NO_COLOR, where it cannot be fainter than the line).
+    """
     empty = Raster(chars=[" " * cols] * rows, layers=[[""] * cols for _ in range(rows)])
     if cols < 1 or rows < 1:
         return empty
     dot_w, dot_h = 2 * cols, 4 * rows
+    scale = choose_scale(log_y, chart_values(spec, data))
 
     lines: list[tuple[SeriesSpec, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
     for s in spec.series:
         snap = data.get(s.name)
         if snap is None or len(snap) == 0:
             continue
-        y = ema(snap.y, smoothing) if s.smooth else snap.y
-        band_lo = _transform(snap.y_min, log_y) if s.band else None
-        band_hi = _transform(snap.y_max, log_y) if s.band else None
-        lines.append((s, snap.x, _transform(y, log_y), band_lo, band_hi))
+        band_lo = scale.forward(snap.y_min) if s.band else None
+        band_hi = scale.forward(snap.y_max) if s.band else None
+        lines.append((s, snap.x, scale.forward(snap.y), band_lo, band_hi))
     if not lines:
         return empty
 
     x_all = np.concatenate([x for _, x, *_ in lines])
     x0, x1 = float(x_all.min()), float(x_all.max())
+    references = [(ref, float(scale.forward(np.array([ref.value]))[0])) for ref in spec.references]
     y_parts = [v for _, _, y, lo, hi in lines for v in (y, lo, hi) if v is not None]
-    y_parts.append(_transform(np.array([r.value for r in spec.references], dtype=float), log_y))
+    y_parts.append(np.array([t for _, t in references], dtype=float))
     y_all = np.concatenate(y_parts)
     y_all = y_all[np.isfinite(y_all)]
     if len(y_all) == 0:
         return empty
     y0, y1 = float(y_all.min()), float(y_all.max())
     if y1 - y0 < 1e-12 * max(1.0, abs(y1)):
-        pad = 0.5 if log_y else max(abs(y1) * 0.1, 1.0)
+        pad = 0.5 if scale.kind != "linear" else max(abs(y1) * 0.1, 1.0)
         y0, y1 = y0 - pad, y1 + pad
     x_span = (x1 - x0) or 1.0
 
@@ -163,12 +293,6 @@ def rasterize(
         return np.rint((y1 - v) / (y1 - y0) * (dot_h - 1))
 
     layers: list[tuple[str, np.ndarray]] = []  # painted in order; later layers win a cell
-    for ref in spec.references:
-        v = _transform(np.array([ref.value], dtype=float), log_y)[0]
-        if math.isfinite(v):
-            mask = np.zeros((dot_h, dot_w), dtype=bool)
-            mask[int(to_row(np.array([v]))[0]), (np.arange(dot_w) // 2) % 2 == 0] = True
-            layers.append(("ref", mask))
     for _, x, _, lo, hi in lines:
         if lo is None or hi is None:
             continue
@@ -179,25 +303,29 @@ def rasterize(
         bottom = np.full(dot_w, -np.inf)
         np.minimum.at(top, col, to_row(hi[ok]))
         np.maximum.at(bottom, col, to_row(lo[ok]))
-        layers.append(("raw", _column_fill(top, bottom, np.isfinite(top), dot_h)))
+        band = _column_fill(top, bottom, np.isfinite(top), dot_h)
+        if stipple_band:
+            band &= (np.arange(dot_h)[:, None] + np.arange(dot_w)[None, :]) % 2 == 0
+        layers.append(("raw", band))
     order = {role: i for i, role in enumerate(reversed(ROLES))}
     for s, x, y, _, _ in sorted(lines, key=lambda item: order.get(item[0].role, 0)):
         ok = np.isfinite(y)
         if not ok.any():
             continue
-        col = to_col(x[ok])
-        counts = np.bincount(col, minlength=dot_w)
-        sums = np.bincount(col, weights=y[ok], minlength=dot_w)
-        has = counts > 0
-        known = np.flatnonzero(has)
+        known, means = _column_means(to_col(x[ok]), y[ok], dot_w)
+        if s.smooth and smoothing > 0:
+            means = ema(means, smoothing)
         span = np.arange(known[0], known[-1] + 1)
-        row = np.rint(np.interp(span, known, to_row(sums[has] / counts[has]))).astype(int)
+        row = np.rint(np.interp(span, known, to_row(means))).astype(int)
         prev = np.concatenate([row[:1], row[:-1]])
         top = np.full(dot_w, 0)
         bottom = np.full(dot_w, -1)
         top[span] = np.minimum(row, prev)
         bottom[span] = np.maximum(row, prev)
-        layers.append((s.role, _column_fill(top, bottom, bottom >= 0, dot_h)))
+        mask = _column_fill(top, bottom, bottom >= 0, dot_h)
+        if s.role in DASHES:
+            mask = _dashed(mask, top, bottom, *DASHES[s.role])
+        layers.append((s.role, mask))
 
     top_code = np.zeros((rows, cols), dtype=np.int32)
     top_layer = np.full((rows, cols), "", dtype=object)
@@ -206,11 +334,50 @@ def rasterize(
         hit = codes > 0
         top_code[hit] = codes[hit]
         top_layer[hit] = name
-    chars = [
-        "".join(chr(0x2800 + c) if c else " " for c in row_codes) for row_codes in top_code.tolist()
-    ]
-    y_low, y_high = (10**y0, 10**y1) if log_y else (y0, y1)
-    return Raster(chars=chars, layers=top_layer.tolist(), y_low=y_low, y_high=y_high)
+    chars = [[chr(0x2800 + c) if c else " " for c in row_codes] for row_codes in top_code.tolist()]
+    for _, t in references:  # under everything else: only where nothing is drawn
+        if math.isfinite(t):
+            r = int(to_row(np.array([t]))[0]) // 4
+            for c in range(cols):
+                if not top_code[r, c]:
+                    chars[r][c] = REFERENCE_CHAR
+                    top_layer[r, c] = "ref"
+    return Raster(
+        chars=["".join(row_chars) for row_chars in chars], layers=top_layer.tolist(),
+        y_low=scale.inverse(y0), y_high=scale.inverse(y1), scale=scale, t_low=y0, t_high=y1,
+    )
+
+
+@dataclass(frozen=True)
+class TitleForm:
+    """How much of the title is written out (see LineChart._title): each field drops or shortens
+    one part, tried from the longest form to the shortest."""
+
+    name: bool = True
+    short_labels: bool = False
+    values: bool = True
+    references: str = "full"  # "full", "labels" (no values) or "none"
+    compact_flags: bool = False
+
+
+TITLE_FORMS = (
+    TitleForm(),
+    TitleForm(references="labels"),
+    TitleForm(references="none"),
+    TitleForm(references="none", compact_flags=True),
+    TitleForm(references="none", compact_flags=True, short_labels=True),
+    TitleForm(references="none", compact_flags=True, short_labels=True, values=False),
+    TitleForm(references="none", compact_flags=True, short_labels=True, values=False, name=False),
+)
+
+
+def option_flags(scale_flag: str, smoothing: float, compact: bool) -> str:
+    """The options in effect, for the title: "[log ema 0.9]", compact "[log ema.9]"; "" if none."""
+    flags = [scale_flag] if scale_flag else []
+    if smoothing > 0:
+        weight = f"{smoothing:g}"
+        flags.append("ema" + weight.removeprefix("0") if compact else f"ema {weight}")
+    return f"[{' '.join(flags)}]" if flags else ""
 
 
 class LineChart(Widget, can_focus=True):
@@ -274,6 +441,18 @@ class LineChart(Widget, can_focus=True):
     def data(self) -> dict[str, SeriesSnapshot | None]:
         return self._data
 
+    def scale(self) -> YScale:
+        """The y scale the chart is drawn with now (symlog where log was asked for values <= 0)."""
+        if self.spec is None:
+            return LINEAR
+        return choose_scale(self.log_y, chart_values(self.spec, self._data))
+
+    def smoothing_shown(self) -> float:
+        """The EMA weight in effect (0 when no series of the chart smooths)."""
+        if self.spec is None or not any(s.smooth for s in self.spec.series):
+            return 0.0
+        return self.smoothing
+
     def _changed(self) -> None:
         self._data_token += 1
         self.refresh()
@@ -321,26 +500,18 @@ class LineChart(Widget, can_focus=True):
             return [Strip.blank(width, base)] * height
         axis = self._style("axis")
         plot_rows = height - 1
-        strips = [self._title(width)]
         if plot_rows <= 0:
-            return strips
-        # The gutter is sized from a first pass's y range, then the plot is drawn beside it.
-        gutter = 7
-        plot_cols = max(1, width - gutter - 1)
-        raster = rasterize(spec, self._data, plot_cols, plot_rows, self.smoothing, self.log_y)
-        labels = {0: raster.y_high, plot_rows - 1: raster.y_low}
-        if plot_rows >= 5:
-            mid = (plot_rows - 1) // 2
-            frac = mid / (plot_rows - 1)
-            if self.log_y and raster.y_low > 0:
-                labels[mid] = 10 ** (math.log10(raster.y_high) * (1 - frac) + math.log10(raster.y_low) * frac)
-            else:
-                labels[mid] = raster.y_high * (1 - frac) + raster.y_low * frac
+            return [self._title(width, self.scale())]
+        plot_cols = max(1, width - GUTTER - 1)
+        raster = rasterize(spec, self._data, plot_cols, plot_rows, self.smoothing, self.log_y,
+                           stipple_band=self.app.no_color)
+        strips = [self._title(width, raster.scale)]
+        labelled = {0, plot_rows - 1} | ({(plot_rows - 1) // 2} if plot_rows >= 5 else set())
         styles = {name: self._style(name) for name in ("raw", "ref", *ROLES)}
         for r in range(plot_rows):
-            value = labels.get(r)
-            label = format_value(value) if value is not None and math.isfinite(value) else ""
-            segments = [Segment(label.rjust(gutter)[:gutter] + ("┤" if label else "│"), axis)]
+            value = raster.value_at(r) if r in labelled else math.nan
+            label = format_value(value) if math.isfinite(value) else ""
+            segments = [Segment(label.rjust(GUTTER)[:GUTTER] + ("┤" if label else "│"), axis)]
             chars = raster.chars[r]
             col = 0
             for layer, group in itertools.groupby(raster.layers[r]):
@@ -348,36 +519,33 @@ class LineChart(Widget, can_focus=True):
                 segments.append(Segment(chars[col : col + n], styles.get(layer, base)))
                 col += n
             # Every cell is one column wide: the length is known, no need to measure the text.
-            strips.append(Strip(segments, gutter + 1 + plot_cols).adjust_cell_length(width, base))
+            strips.append(Strip(segments, GUTTER + 1 + plot_cols).adjust_cell_length(width, base))
         return strips
 
-    def _title(self, width: int) -> Strip:
-        """Number, name, last value of each series, references, options; shortened to fit."""
+    def _title(self, width: int, scale: YScale) -> Strip:
+        """Number, name, a legend entry per series, references, options: the longest form that fits."""
         spec = self.spec
         assert spec is not None
         title_style = self._style("title")
         if self.has_focus:
             title_style += Style(reverse=True)
         lasts = {s.name: snap.last for s in spec.series if (snap := self._data.get(s.name)) is not None}
-        series = [
-            [Segment(f" {_MARKS[s.role]}", self._style(s.role)),
-             Segment(f"{s.label} {format_value(lasts[s.name])}", self._base)]
-            for s in spec.series if s.name in lasts
-        ]
-        refs = [
-            [Segment(f" {_MARKS['ref']}", self._style("ref")),
-             Segment(f"{ref.label} {format_value(ref.value)}", self._base)]
-            for ref in spec.references
-        ]
-        flags = []
-        if self.log_y:
-            flags.append("log")
-        if self.smoothing > 0 and any(s.smooth for s in spec.series):
-            flags.append(f"ema {self.smoothing:g}")
-        flag_part = [[Segment(" [" + " ".join(flags) + "]", self._style("axis"))]] if flags else []
-        head = [Segment(f"{self.number} {spec.title}", title_style)]
-        for parts in (series + refs + flag_part, series + flag_part, series, series[:1], []):
-            segments = head + [seg for part in parts for seg in part]
-            if sum(seg.cell_length for seg in segments) <= width:
+        shown = [s for s in spec.series if s.name in lasts]
+        segments: list[Segment] = []
+        for form in TITLE_FORMS:
+            segments = [Segment(f"{self.number} {spec.title}" if form.name else f"{self.number}", title_style)]
+            for s in shown:
+                label = s.short_label if form.short_labels else s.label
+                value = f" {format_value(lasts[s.name])}" if form.values else ""
+                segments += [Segment(f" {MARKS[s.role]}", self._style(s.role)), Segment(label + value, self._base)]
+            if form.references != "none":
+                for ref in spec.references:
+                    value = f" {format_value(ref.value)}" if form.references == "full" else ""
+                    segments += [Segment(f" {MARKS['ref']}", self._style("ref")),
+                                 Segment(ref.label + value, self._base)]
+            flags = option_flags(scale.flag, self.smoothing_shown(), form.compact_flags)
+            if flags:
+                segments.append(Segment(f" {flags}", self._style("axis")))
+            if sum(segment.cell_length for segment in segments) <= width:
                 break
         return Strip(segments).adjust_cell_length(width, self._base)
