@@ -74,7 +74,7 @@ def test_a_watched_evaluation_mode_renders_at_the_environments_speed(tmp_path):
         assert frame.shape == (500, 500, 3) and frame.dtype == np.uint8
         time.sleep(1.0)
         rate = engine.frames.latest()[0] - first
-        assert 20 <= rate <= 36, rate  # Pendulum renders at 30 fps: the agent moves at its natural speed
+        assert 15 <= rate <= 45, rate  # Pendulum renders at 30 fps (not the thousands unpaced): its natural speed
         assert not results  # a 200-step episode takes ~7 s when watched
         engine.frames.watching = False  # unwatched: the episode finishes at full speed, then the next ones
         _wait(lambda: len(results) >= 3, timeout=30)
