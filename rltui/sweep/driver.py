@@ -35,6 +35,7 @@ from rltui.sweep.progress import SweepProgress
 from rltui.sweep.trial import EXIT_WAIT_S, SweepTrial
 
 LOCK_POLL_S = 0.2
+RESUME_WAIT_S = 60.0  # how long --resume waits for the trials of a killed driver to let go of their runs
 
 
 def start_ray(address: str | None) -> bool:
@@ -178,7 +179,12 @@ def run_sweep(plan: SweepPlan, sweep_dir: Path, *, address: str | None, headless
     started = start_ray(address)
     try:
         check_resources(plan.options, ray.cluster_resources())
-        if not resume:
+        if resume:  # a killed driver's trial processes may still be ending (Ray reaps them): wait for them
+            still = wait_for_runs_to_close(plan, sweep_dir, timeout_s=RESUME_WAIT_S)
+            if still:
+                raise SweepError(f"{sweep_dir}: trial(s) {', '.join(still)} still held by a live process after "
+                                 f"{RESUME_WAIT_S:g} s (another driver of this sweep?); stop it, then --resume")
+        else:
             sweep_dir.mkdir(parents=True)
             write_plan(sweep_dir, plan)
         progress = SweepProgress(plan, sweep_dir, stream, live=not headless)
