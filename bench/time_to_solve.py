@@ -1,0 +1,136 @@
+"""Wall time to a working Pendulum policy: our MPO against SB3's SAC, in the same run.
+
+For each seed, both learners train on Pendulum-v1 and are evaluated every 500 env steps on the
+same 10 deterministic episodes (the run's evaluation seeds); each stops at the first evaluation
+whose mean return reaches the target (-200). Printed per seed: env steps and wall seconds to get
+there (evaluation time included for both), then the median ratio ours/SAC of the wall times
+(milestone: parity, <= 1; goal: <= 0.5). One torch thread each, CPU.
+
+SAC uses rl-baselines3-zoo's Pendulum-v1 settings (hyperparams/sac.yml: learning_rate 1e-3, the
+rest SB3's defaults: 256x256, batch 256, one update per step, learning after 100 steps).
+
+    pip install -e '.[bench]'
+    python bench/time_to_solve.py [--seeds 0 1 2] [--max-steps 20000] [--preset pendulum-mpo] \
+        [--set network.policy_layer_sizes=[64,64] ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+# Run as a script, bench/ is first on sys.path and bench/agents.py would shadow the agents package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rltui.commands import Stop
+from rltui.engine import Engine
+from rltui.envs import eval_seeds
+from rltui.events import EvalResult, Event
+from rltui.presets import load_preset
+from rltui.rundir import create_run_dir
+
+TARGET = -200.0
+EVAL_EVERY = 500
+EPISODES = 10
+
+Solved = tuple[int, float] | None  # (env steps, wall seconds) at the first evaluation >= TARGET
+
+
+def run_ours(preset_name: str, overrides: list[str], seed: int, max_steps: int) -> Solved:
+    preset = load_preset(preset_name, [*overrides, f"train.total_steps={max_steps}", f"train.seed={seed}",
+                                       f"eval.interval={EVAL_EVERY}", f"eval.episodes={EPISODES}",
+                                       "checkpoint.interval=0", "train.device=cpu", "train.threads=1"])
+    solved: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        engine = Engine(preset, create_run_dir(preset, Path(tmp)))
+
+        def watch(event: Event) -> None:
+            if isinstance(event, EvalResult) and event.source == "scheduled" and not solved \
+                    and event.return_mean >= TARGET:
+                solved.append((event.step, time.perf_counter() - start))
+                engine.submit(Stop(final_checkpoint=False))
+
+        engine.subscribe(watch)
+        engine.run()
+    return solved[0] if solved else None
+
+
+def _evaluate(predict, seeds: list[int]) -> float:
+    env = gym.make("Pendulum-v1")
+    returns = []
+    for episode_seed in seeds:
+        obs, _ = env.reset(seed=episode_seed)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(predict(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def run_sac(seed: int, max_steps: int) -> Solved:
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    seeds = list(eval_seeds(seed, 0, EPISODES))
+    solved: list[tuple[int, float]] = []
+    start = time.perf_counter()
+
+    class EvaluateEvery(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % EVAL_EVERY:
+                return True
+            mean = _evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], seeds)
+            if mean >= TARGET:
+                solved.append((self.num_timesteps, time.perf_counter() - start))
+                return False
+            return True
+
+    model = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_rate=1e-3, seed=seed, device="cpu", verbose=0)
+    model.learn(total_timesteps=max_steps, callback=EvaluateEvery())
+    return solved[0] if solved else None
+
+
+def _shown(result: Solved) -> str:
+    return f"{result[0]:>6,} steps {result[1]:7.1f} s" if result else "   not solved      "
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-steps", type=int, default=20_000)
+    parser.add_argument("--preset", default="pendulum-mpo")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="an override of our preset (repeatable), e.g. network.policy_layer_sizes=[64,64]")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    variant = " ".join(args.overrides) or "as shipped"
+    print(f"Pendulum-v1 to an evaluation mean >= {TARGET:g} ({EPISODES} deterministic episodes every {EVAL_EVERY} "
+          f"steps, at most {args.max_steps:,} steps); ours: {args.preset} ({variant}); SAC: rl-zoo settings")
+    ratios = []
+    for seed in args.seeds:
+        ours = run_ours(args.preset, args.overrides, seed, args.max_steps)
+        sac = run_sac(seed, args.max_steps)
+        ratio = ours[1] / sac[1] if ours and sac else None
+        if ratio is not None:
+            ratios.append(ratio)
+        print(f"seed {seed}: ours {_shown(ours)} | SAC {_shown(sac)} | wall ratio "
+              f"{f'{ratio:.2f}' if ratio is not None else '-'}", flush=True)
+    if ratios:
+        print(f"median wall ratio ours/SAC: {statistics.median(ratios):.2f} over {len(ratios)} seed(s) "
+              "(milestone <= 1, goal <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
