@@ -173,16 +173,16 @@ async def test_charts_redraw_only_when_their_data_changes():
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await _ready(app, pilot, engine)
         chart = screen.query_one("#chart-4", LineChart)
-        token = chart._data_token
+        token = chart._content_token
         screen.pull()
         screen.pull()
-        assert chart._data_token == token
+        assert chart._content_token == token
         from rltui.events import UpdateMetrics
 
         app.history(UpdateMetrics(7000, updates=1, metrics={"loss/q": 3.0}, time=T0))
         screen.pull()
-        assert chart._data_token == token + 1
-        assert screen.query_one("#chart-1", LineChart)._data_token  # untouched charts keep theirs
+        assert chart._content_token == token + 1
+        assert screen.query_one("#chart-1", LineChart)._content_token  # untouched charts keep theirs
 
 
 @pytest.mark.asyncio

@@ -263,9 +263,9 @@ async def test_a_growing_log_keeps_moving_and_nothing_is_redrawn_without_new_dat
             train = _chart(screen, 2)
             await _until(pilot, lambda: len(train.curves) == 1 and train.curves[0].x[-1] >= 2000, what="first half")
             assert train.curves[0].x[-1] < 2100
-            token = train._token
+            token = train._content_token
             await pilot.pause(0.5)  # ten refreshes, nothing new
-            assert train._token == token
+            assert train._content_token == token
             for event in events[half:]:
                 writer(event)
             await _until(pilot, lambda: train.curves[0].x[-1] == 4000, what="the second half")

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
-from textual.geometry import Size
 from textual.strip import Strip
-from textual.widget import Widget
 
 from rltui.comparison import Curve, RunStyle, XAxis
-from rltui.widgets.line_chart import ReferenceLine, _cell_codes, _column_fill, _transform, format_value
+from rltui.widgets.line_chart import (
+    CachedChart,
+    ReferenceLine,
+    _cell_codes,
+    _column_fill,
+    _transform,
+    format_value,
+)
 
 MARKER_EVERY = 8  # cells between two markers of one line
 GUTTER = 7  # y labels
@@ -152,8 +156,10 @@ def rasterize_curves(curves: Sequence[Curve], references: Sequence[ReferenceLine
     return CurvesRaster(["".join(row_chars) for row_chars in chars], owners, x0, x1, y_low, y_high)
 
 
-class CompareChart(Widget, can_focus=True):
+class CompareChart(CachedChart):
     """One metric of several runs; `show()` gives it new curves, it redraws only then."""
+
+    COMPONENT_PREFIX = "compare-chart"
 
     COMPONENT_CLASSES = {"compare-chart--title", "compare-chart--axis", "compare-chart--ref"}
     DEFAULT_CSS = """
@@ -173,54 +179,18 @@ class CompareChart(Widget, can_focus=True):
         self.log_y = False
         self.x_axis = XAxis.STEPS
         self.flags = ""
-        self._token = 0
-        self._cache_key: int | None = None
-        self._base: Style | None = None
-        self._size = Size(0, 0)
-        self._strips: list[Strip] = []
 
     def show(self, title: str, curves: Sequence[Curve], styles: Mapping[str, RunStyle],
              references: Sequence[ReferenceLine], *, log_y: bool, x_axis: XAxis, flags: str = "") -> None:
         """Draw `curves` (their keys index `styles`); `flags` go in the title, e.g. "log ema 0.6"."""
         self.metric_title, self.curves, self.curve_styles = title, tuple(curves), styles
         self.references, self.log_y, self.x_axis, self.flags = tuple(references), log_y, x_axis, flags
-        self._token += 1
-        self.refresh()
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._cache_key = None
-        self._base = None
-
-    def on_resize(self, event: events.Resize) -> None:
-        self._size = event.size
-        self._cache_key = None
-
-    def on_focus(self) -> None:
-        self._cache_key = None
-        self.refresh()
-
-    def on_blur(self) -> None:
-        self._cache_key = None
-        self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        if self._cache_key != self._token:  # cleared by resize, focus and style changes
-            self._strips = self._build(*self._size)
-            self._cache_key = self._token
-        if y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(self._size.width, self._base or Style())
-
-    def _style(self, name: str) -> Style:
-        return (self._base or Style()) + self.get_component_rich_style(f"compare-chart--{name}", partial=True)
+        self._changed()
 
     def _build(self, width: int, height: int) -> list[Strip]:
         if width <= 0 or height <= 0:
             return []
-        if self._base is None:
-            self._base = self.rich_style
-        base, axis = self._base, self._style("axis")
+        base, axis = self._base_style(), self._style("axis")
         title_style = self._style("title") + (Style(reverse=True) if self.has_focus else Style())
         title = _one_line([(f"{self.number} {self.metric_title}", title_style),
                            (f" [{self.flags}]" if self.flags else "", axis)], width, base)

@@ -380,8 +380,71 @@ def option_flags(scale_flag: str, smoothing: float, compact: bool) -> str:
     return f"[{' '.join(flags)}]" if flags else ""
 
 
-class LineChart(Widget, can_focus=True):
+class CachedChart(Widget, can_focus=True):
+    """A chart whose lines are all built at once by `_build(width, height)` and kept until its
+    content changes (`_changed`), or a resize, focus or style change clears them. `_style(name)`
+    is the component class `<COMPONENT_PREFIX>--<name>` over the widget's base style."""
+
+    COMPONENT_PREFIX = ""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._content_token = 0
+        self._cache_key: int | None = None
+        self._base: Style | None = None
+        self._size = Size(0, 0)
+        self._strips: list[Strip] = []
+
+    def _changed(self) -> None:
+        self._content_token += 1
+        self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cache_key = None
+        self._base = None
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._size = event.size
+        self._cache_key = None
+
+    def on_focus(self) -> None:
+        self._cache_key = None
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self._cache_key = None
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        # Called for every line of every frame, so the check must stay cheap: self.size and
+        # rich_style can cost milliseconds (the size comes from Resize events instead).
+        # Resize, focus and style changes clear the key; new content changes the token.
+        if self._cache_key != self._content_token:
+            self._strips = self._build(*self._size)
+            self._cache_key = self._content_token
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(self._size.width, self._base or Style())
+
+    def _base_style(self) -> Style:
+        """The widget's own style, kept until styles change (rich_style walks the ancestors: costly)."""
+        if self._base is None:
+            self._base = self.rich_style
+        return self._base
+
+    def _style(self, name: str) -> Style:
+        return (self._base or Style()) + self.get_component_rich_style(f"{self.COMPONENT_PREFIX}--{name}",
+                                                                       partial=True)
+
+    def _build(self, width: int, height: int) -> list[Strip]:
+        raise NotImplementedError
+
+
+class LineChart(CachedChart):
     """Live braille chart; call `update_data` with fresh snapshots, it redraws only then."""
+
+    COMPONENT_PREFIX = "line-chart"
 
     COMPONENT_CLASSES = {
         "line-chart--title",
@@ -410,11 +473,6 @@ class LineChart(Widget, can_focus=True):
         self.smoothing = 0.0
         self.log_y = spec.log_y if spec else False
         self._data: dict[str, SeriesSnapshot | None] = {}
-        self._data_token = 0
-        self._cache_key: int | None = None
-        self._base: Style | None = None
-        self._size = Size(0, 0)
-        self._strips: list[Strip] = []
 
     # ---- inputs -----------------------------------------------------------------------------
     def set_spec(self, spec: ChartSpec | None, *, keep_scale: bool = False) -> None:
@@ -453,48 +511,11 @@ class LineChart(Widget, can_focus=True):
             return 0.0
         return self.smoothing
 
-    def _changed(self) -> None:
-        self._data_token += 1
-        self.refresh()
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._cache_key = None
-        self._base = None
-
-    def on_resize(self, event: events.Resize) -> None:
-        self._size = event.size
-        self._cache_key = None
-
-    def on_focus(self) -> None:
-        self._cache_key = None
-        self.refresh()
-
-    def on_blur(self) -> None:
-        self._cache_key = None
-        self.refresh()
-
     # ---- drawing ----------------------------------------------------------------------------
-    def render_line(self, y: int) -> Strip:
-        # Called for every line of every frame, so the check must stay cheap: self.size and
-        # rich_style can cost milliseconds (the size comes from Resize events instead).
-        # Resize, focus and style changes clear the key; new data or options change the token.
-        if self._cache_key != self._data_token:
-            self._strips = self._build(*self._size)
-            self._cache_key = self._data_token
-        if y < len(self._strips):
-            return self._strips[y]
-        return Strip.blank(self._size.width, self._base or Style())
-
-    def _style(self, name: str) -> Style:
-        return (self._base or Style()) + self.get_component_rich_style(f"line-chart--{name}", partial=True)
-
     def _build(self, width: int, height: int) -> list[Strip]:
         if width <= 0 or height <= 0:
             return []
-        if self._base is None:  # rich_style walks the ancestors: costly, so kept until styles change
-            self._base = self.rich_style
-        base = self._base
+        base = self._base_style()
         spec = self.spec
         if spec is None:
             return [Strip.blank(width, base)] * height
