@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_engine import T0, FakeEngine, scripted_events
+from test_app import _ready, _wait_for
 from textual.app import App
 
 from rltui.app import RlTuiApp
@@ -43,23 +44,6 @@ SIZES = [(80, 24), (100, 30), (120, 36), (160, 48), (200, 50), (250, 70),
 # Braille dot (row, column) in a cell -> its bit, from the Unicode braille patterns.
 BRAILLE_DOTS = {(0, 0): 0x01, (1, 0): 0x02, (2, 0): 0x04, (3, 0): 0x40,
                 (0, 1): 0x08, (1, 1): 0x10, (2, 1): 0x20, (3, 1): 0x80}
-
-
-async def _wait_for(pilot, predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
-
-
-async def _ready(app: RlTuiApp, pilot, engine: FakeEngine) -> DashboardScreen:
-    await _wait_for(pilot, lambda: engine.emitted.is_set())
-    screen = app.screen
-    assert isinstance(screen, DashboardScreen)
-    screen.pull()
-    await pilot.pause()
-    return screen
 
 
 def _title(chart: LineChart) -> str:
