@@ -28,6 +28,7 @@ from rltui.widgets.line_chart import (
     _column_fill,
     _transform,
     format_value,
+    y_range,
 )
 
 MARKER_EVERY = 8  # cells between two markers of one line
@@ -87,14 +88,10 @@ def rasterize_curves(curves: Sequence[Curve], references: Sequence[ReferenceLine
     x0, x1 = float(x_all.min()), float(x_all.max())
     y_parts = [v for _, y, lo, hi in drawn for v in (y, lo, hi) if v is not None]
     y_parts.append(_transform(np.array([r.value for r in references], dtype=float), log_y))
-    y_all = np.concatenate(y_parts)
-    y_all = y_all[np.isfinite(y_all)]
-    if len(y_all) == 0:
+    y_span = y_range(y_parts, logarithmic=log_y)
+    if y_span is None:
         return empty
-    y0, y1 = float(y_all.min()), float(y_all.max())
-    if y1 - y0 < 1e-12 * max(1.0, abs(y1)):
-        pad = 0.5 if log_y else max(abs(y1) * 0.1, 1.0)
-        y0, y1 = y0 - pad, y1 + pad
+    y0, y1 = y_span
     x_span = (x1 - x0) or 1.0
 
     def to_col(x: np.ndarray) -> np.ndarray:

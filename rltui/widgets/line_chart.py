@@ -238,6 +238,20 @@ def _column_means(col: np.ndarray, values: np.ndarray, width: int) -> tuple[np.n
     return known, sums[known] / counts[known]
 
 
+def y_range(parts: list[np.ndarray], *, logarithmic: bool) -> tuple[float, float] | None:
+    """(low, high) of the finite values of `parts` (already on the drawn scale), padded when they
+    are all equal (half a decade on a log scale, else 10% or 1); None when none is finite."""
+    values = np.concatenate(parts)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return None
+    y0, y1 = float(values.min()), float(values.max())
+    if y1 - y0 < 1e-12 * max(1.0, abs(y1)):
+        pad = 0.5 if logarithmic else max(abs(y1) * 0.1, 1.0)
+        y0, y1 = y0 - pad, y1 + pad
+    return y0, y1
+
+
 def rasterize(
     spec: ChartSpec,
     data: dict[str, SeriesSnapshot | None],
@@ -276,14 +290,10 @@ def rasterize(
     references = [(ref, float(scale.forward(np.array([ref.value]))[0])) for ref in spec.references]
     y_parts = [v for _, _, y, lo, hi in lines for v in (y, lo, hi) if v is not None]
     y_parts.append(np.array([t for _, t in references], dtype=float))
-    y_all = np.concatenate(y_parts)
-    y_all = y_all[np.isfinite(y_all)]
-    if len(y_all) == 0:
+    y_span = y_range(y_parts, logarithmic=scale.kind != "linear")
+    if y_span is None:
         return empty
-    y0, y1 = float(y_all.min()), float(y_all.max())
-    if y1 - y0 < 1e-12 * max(1.0, abs(y1)):
-        pad = 0.5 if scale.kind != "linear" else max(abs(y1) * 0.1, 1.0)
-        y0, y1 = y0 - pad, y1 + pad
+    y0, y1 = y_span
     x_span = (x1 - x0) or 1.0
 
     def to_col(x: np.ndarray) -> np.ndarray:
