@@ -146,7 +146,9 @@ class DashboardScreen(Screen[None]):
         Binding("v", "view_agent", "Agent", tooltip="watch the agent live (evaluation mode, drawn here)"),
         Binding("s", "cycle_smoothing", "Smooth", tooltip="cycle smoothing (EMA 0, 0.6, 0.9, 0.99)"),
         Binding("l", "toggle_log", "Log-y", tooltip="log scale on the focused chart"),
-        Binding("1", "maximise(1)", "Zoom", tooltip=ZOOM_HELP),
+        # Not in the footer: at 80 columns it would push `q Quit` out (the chart titles start with
+        # their key, and `?` lists it).
+        Binding("1", "maximise(1)", "Zoom", show=False, tooltip=ZOOM_HELP),
         Binding("2", "maximise(2)", "Zoom 2", show=False, tooltip=ZOOM_HELP),
         Binding("3", "maximise(3)", "Zoom 3", show=False, tooltip=ZOOM_HELP),
         Binding("4", "maximise(4)", "Zoom 4", show=False, tooltip=ZOOM_HELP),
