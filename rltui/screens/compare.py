@@ -66,7 +66,7 @@ class CompareScreen(Screen[None]):
         Binding("b", "toggle_band", "Band", tooltip="the groups' band: min-max or mean ± std"),
         Binding("x", "toggle_x", "X axis", tooltip="x axis: env steps or running time since the run started"),
         Binding("s", "cycle_smoothing", "Smooth", tooltip="cycle smoothing (EMA 0, 0.6, 0.9, 0.99)"),
-        Binding("l", "toggle_log", "Log-y", tooltip="log scale on the focused chart"),
+        Binding("l", "toggle_log", "Log", tooltip="log scale on the focused chart"),
         Binding("right_square_bracket", "page(1)", "More", tooltip="next or previous four metrics"),
         Binding("left_square_bracket", "page(-1)", "Back", show=False, tooltip="next or previous four metrics"),
         Binding("1", "zoom(1)", "Zoom", tooltip=ZOOM_HELP),

@@ -145,7 +145,7 @@ class DashboardScreen(Screen[None]):
         Binding("e", "toggle_eval", "Eval", tooltip="deterministic evaluation mode on/off"),
         Binding("v", "view_agent", "Agent", tooltip="watch the agent live (evaluation mode, drawn here)"),
         Binding("s", "cycle_smoothing", "Smooth", tooltip="cycle smoothing (EMA 0, 0.6, 0.9, 0.99)"),
-        Binding("l", "toggle_log", "Log-y", tooltip="log scale on the focused chart"),
+        Binding("l", "toggle_log", "Log", tooltip="log scale on the focused chart"),
         # Not in the footer: at 80 columns it would push `q Quit` out (the chart titles start with
         # their key, and `?` lists it).
         Binding("1", "maximise(1)", "Zoom", show=False, tooltip=ZOOM_HELP),
