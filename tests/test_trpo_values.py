@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from agents.trpo import TRPOAgent, compute_gae
+from agents.trpo import TRPOAgent, ValueNetwork, compute_gae
 
 torch.set_num_threads(1)
 
@@ -441,3 +441,25 @@ def test_explained_variance_is_zero_for_constant_returns() -> None:
     batch = make_batch(agent, seed=1)
     batch["returns"] = torch.full_like(batch["returns"], 2.5)
     assert agent.update(batch)["value/explained_variance"] == 0.0
+
+
+@pytest.mark.parametrize("layers", [(), (6,), (5, 7), (4, 4, 3)])
+def test_value_mse_backward_gives_autograd_loss_and_gradients(layers: tuple[int, ...]) -> None:
+    """The hand-written backward pass of the value regression, against autograd on the same network."""
+    torch.manual_seed(3)
+    network = ValueNetwork(4, layers)
+    with torch.no_grad():
+        for p in network.parameters():  # non-zero biases, so their gradients are tested too
+            p.add_(0.3 * torch.randn_like(p))
+    obs, returns = torch.randn(11, 4), 5.0 * torch.randn(11)
+    for p in network.parameters():
+        p.grad = torch.full_like(p, 7.0)  # stale gradients are replaced, not added to
+    loss = network.mse_backward(obs, returns)
+    manual = [p.grad.clone() for p in network.parameters()]
+
+    expected_loss = ((network(obs).squeeze(-1) - returns) ** 2).mean()
+    expected = torch.autograd.grad(expected_loss, list(network.parameters()))
+    assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
+    assert len(manual) == len(expected) == 2 * (len(layers) + 1)
+    for actual, reference in zip(manual, expected, strict=True):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-6)
