@@ -20,7 +20,7 @@ from rltui.widgets.status_bar import StatusBar
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _wait_for(pilot, predicate, timeout: float = 10.0) -> None:
+async def _wait_for(pilot, predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -65,7 +65,7 @@ def test_run_watch_rejects_a_missing_directory(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such directory (expected a run directory)\n"
 
 
-async def _wait_for(pilot, predicate, timeout: float = 10.0) -> None:
+async def _wait_for(pilot, predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
