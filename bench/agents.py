@@ -1,6 +1,7 @@
 """Speed of the agents' updates (a benchmark, not a test).
 
-MPO: updates/s of ``MPOAgent.update`` for the two configurations of issue 2, next to the FLOP
+MPO: updates/s of ``MPOAgent.update`` for the two configurations of issue 2 and for the
+pendulum-mpo preset's networks (issue 12), next to the FLOP
 ceiling measured in the same run (GFLOP/s of a matrix product with the critic's largest layer
 shape, divided by the FLOPs one update needs). TRPO: seconds per update on a 2048-sample batch.
 
@@ -31,12 +32,13 @@ class MPOCase:
     action_samples: int
     layer_sizes: tuple[int, ...]
     batch_size: int
-    goal_updates_per_s: float
+    goal_updates_per_s: float | None
 
 
 MPO_CASES = (
     MPOCase("(a) obs 3, act 1, N 20, (256, 256)", 3, 1, 20, (256, 256), 256, 42.0),
     MPOCase("(b) obs 17, act 6, N 64, (512, 256)", 17, 6, 64, (512, 256), 256, 7.5),
+    MPOCase("(c) pendulum-mpo: obs 3, act 1, N 20, (64, 64)", 3, 1, 20, (64, 64), 256, None),
 )
 
 
@@ -119,7 +121,8 @@ def bench_mpo(case: MPOCase, device: torch.device, seconds: float) -> None:
     flops = mpo_update_flops(case)
     ceiling = gflops * 1e9 / flops
     print(
-        f"MPO {case.name}, batch {case.batch_size}: {rate:.1f} updates/s (goal {case.goal_updates_per_s}); "
+        f"MPO {case.name}, batch {case.batch_size}: {rate:.1f} updates/s"
+        f"{'' if case.goal_updates_per_s is None else f' (goal {case.goal_updates_per_s})'}; "
         f"ceiling {ceiling:.1f} updates/s = {gflops:.1f} GFLOP/s / {flops / 1e9:.2f} GFLOP per update; "
         f"ratio {rate / ceiling:.2f}"
     )
@@ -167,7 +170,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing window per figure")
-    parser.add_argument("--only", choices=["a", "b", "trpo"], action="append", help="run only these figures")
+    parser.add_argument("--only", choices=["a", "b", "c", "trpo"], action="append", help="run only these figures")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench/agents.py: --device cuda: no CUDA device is available", file=sys.stderr)
@@ -176,8 +179,8 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s)")
-    selected = set(args.only or ["a", "b", "trpo"])
-    for key, case in zip("ab", MPO_CASES, strict=True):
+    selected = set(args.only or ["a", "b", "c", "trpo"])
+    for key, case in zip("abc", MPO_CASES, strict=True):
         if key in selected:
             bench_mpo(case, device, args.seconds)
     if "trpo" in selected:
