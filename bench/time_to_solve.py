@@ -13,9 +13,9 @@ rest SB3's defaults: 256x256, batch 256, one update per step, learning after 100
     python bench/time_to_solve.py [--seeds 0 1 2] [--max-steps 20000] [--preset pendulum-mpo] \
         [--set network.policy_layer_sizes=[64,64] ...] [--to-the-end]
 
-With --to-the-end ours trains on to --max-steps after solving (its wall time to solve is the
-same) and its final policy's mean return over 100 fixed episodes is printed: the preset's other
-bar, >= -150 at 20k steps.
+With --to-the-end both train on to --max-steps after solving (their wall times to solve are the
+same) and their final policies' mean returns over the same 100 fixed episodes are printed: the
+preset's other bar, >= -150 at 20k steps.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def _evaluate(predict, seeds: list[int]) -> float:
     return float(np.mean(returns))
 
 
-def run_sac(seed: int, max_steps: int) -> Solved:
+def run_sac(seed: int, max_steps: int, to_the_end: bool) -> tuple[Solved, float | None]:
+    """Like `run_ours`, for SAC."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -109,17 +110,21 @@ def run_sac(seed: int, max_steps: int) -> Solved:
 
     class EvaluateEvery(BaseCallback):
         def _on_step(self) -> bool:
-            if self.num_timesteps % EVAL_EVERY:
+            if self.num_timesteps % EVAL_EVERY or solved:
                 return True
             mean = _evaluate(lambda obs: self.model.predict(obs, deterministic=True)[0], seeds)
             if mean >= TARGET:
                 solved.append((self.num_timesteps, time.perf_counter() - start))
-                return False
+                return to_the_end
             return True
 
     model = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_rate=1e-3, seed=seed, device="cpu", verbose=0)
     model.learn(total_timesteps=max_steps, callback=EvaluateEvery())
-    return solved[0] if solved else None
+    final = None
+    if to_the_end:
+        final_seeds = [EVAL_SEED_OFFSET + i for i in range(FINAL_EPISODES)]
+        final = _evaluate(lambda obs: model.predict(obs, deterministic=True)[0], final_seeds)
+    return (solved[0] if solved else None), final
 
 
 def _shown(result: Solved) -> str:
@@ -132,8 +137,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=20_000)
     parser.add_argument("--preset", default="pendulum-mpo")
     parser.add_argument("--to-the-end", action="store_true",
-                        help="train ours on to --max-steps after solving and print its return then, over 100 "
-                             "fixed episodes (the preset's bar: >= -150 at 20k steps)")
+                        help="train both on to --max-steps after solving and print their returns then, over "
+                             "100 fixed episodes (the preset's bar: >= -150 at 20k steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="an override of our preset (repeatable), e.g. network.policy_layer_sizes=[64,64]")
     args = parser.parse_args()
@@ -141,25 +146,27 @@ def main() -> None:
     variant = " ".join(args.overrides) or "as shipped"
     print(f"Pendulum-v1 to an evaluation mean >= {TARGET:g} ({EPISODES} deterministic episodes every {EVAL_EVERY} "
           f"steps, at most {args.max_steps:,} steps); ours: {args.preset} ({variant}); SAC: rl-zoo settings")
-    ratios, finals = [], []
+    ratios, finals, sac_finals = [], [], []
     for seed in args.seeds:
         ours, final = run_ours(args.preset, args.overrides, seed, args.max_steps, args.to_the_end)
-        sac = run_sac(seed, args.max_steps)
+        sac, sac_final = run_sac(seed, args.max_steps, args.to_the_end)
         ratio = ours[1] / sac[1] if ours and sac else None
         if ratio is not None:
             ratios.append(ratio)
         ending = ""
-        if final is not None:
+        if final is not None and sac_final is not None:
             finals.append(final)
-            ending = f" | ours at {args.max_steps:,} steps: {final:.1f} ({FINAL_EPISODES} episodes)"
+            sac_finals.append(sac_final)
+            ending = (f" | at {args.max_steps:,} steps ({FINAL_EPISODES} episodes): "
+                      f"ours {final:.1f}, SAC {sac_final:.1f}")
         print(f"seed {seed}: ours {_shown(ours)} | SAC {_shown(sac)} | wall ratio "
               f"{f'{ratio:.2f}' if ratio is not None else '-'}{ending}", flush=True)
     if ratios:
         print(f"median wall ratio ours/SAC: {statistics.median(ratios):.2f} over {len(ratios)} seed(s) "
               "(milestone <= 1, goal <= 0.5)")
     if finals:
-        print(f"ours at {args.max_steps:,} steps, mean over the seeds: {statistics.fmean(finals):.1f} "
-              "(the preset's bar: >= -150 at 20k)")
+        print(f"at {args.max_steps:,} steps, mean over the seeds: ours {statistics.fmean(finals):.1f} "
+              f"(the preset's bar: >= -150 at 20k), SAC {statistics.fmean(sac_finals):.1f}")
 
 
 if __name__ == "__main__":
