@@ -192,7 +192,6 @@ class ValueNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.torso(obs))
 
-    @torch.no_grad()
     def mse_backward(self, obs: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
         """obs (B, O), returns (B,) -> loss mean_b (V(s_b) - R_b)^2; its gradient goes into each
         parameter's `.grad` (replacing what was there), the values autograd would give.
@@ -201,20 +200,21 @@ class ValueNetwork(nn.Module):
         minibatches (128 rows through (64, 64) layers) autograd's bookkeeping cost more than the
         products, and an update runs value_epochs * T / minibatch of these steps.
         """
-        linears = [m for m in self.torso if isinstance(m, nn.Linear)] + [self.head]
-        inputs = [obs]  # inputs[i] feeds linears[i]
-        for linear in linears[:-1]:
-            inputs.append(torch.tanh(torch.addmm(linear.bias, inputs[-1], linear.weight.t())))
-        values = torch.addmm(self.head.bias, inputs[-1], self.head.weight.t()).squeeze(-1)
-        error = values - returns
-        grad_out = error.mul(2.0 / error.shape[0]).unsqueeze(-1)  # dLoss/dV (B, 1)
-        for i in range(len(linears) - 1, -1, -1):
-            linear = linears[i]
-            linear.weight.grad = grad_out.t() @ inputs[i]
-            linear.bias.grad = grad_out.sum(dim=0)
-            if i > 0:  # through the tanh that produced inputs[i]: d tanh = 1 - tanh^2
-                grad_out = (grad_out @ linear.weight).mul_(1.0 - inputs[i].square())
-        return error.square().mean()
+        with torch.no_grad():  # (not a decorator: mutation testing skips decorated functions)
+            linears = [m for m in self.torso if isinstance(m, nn.Linear)] + [self.head]
+            inputs = [obs]  # inputs[i] feeds linears[i]
+            for linear in linears[:-1]:
+                inputs.append(torch.tanh(torch.addmm(linear.bias, inputs[-1], linear.weight.t())))
+            values = torch.addmm(self.head.bias, inputs[-1], self.head.weight.t()).squeeze(-1)
+            error = values - returns
+            grad_out = error.mul(2.0 / error.shape[0]).unsqueeze(-1)  # dLoss/dV (B, 1)
+            for i in range(len(linears) - 1, -1, -1):
+                linear = linears[i]
+                linear.weight.grad = grad_out.t() @ inputs[i]
+                linear.bias.grad = grad_out.sum(dim=0)
+                if i > 0:  # through the tanh that produced inputs[i]: d tanh = 1 - tanh^2
+                    grad_out = (grad_out @ linear.weight).mul_(1.0 - inputs[i].square())
+            return error.square().mean()
 
 
 def _make_fisher_vector_product(
