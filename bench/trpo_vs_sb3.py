@@ -3,18 +3,24 @@
 Both learners: 2 envs x 1024 steps, gamma 0.9, gae_lambda 0.95, target_kl 0.01, 15 CG
 iterations, damping 0.1, line search 0.8 x 10, 15 critic epochs at lr 1e-3 over minibatches
 of 128, (64, 64) tanh networks, plain Gaussian noise (no gSDE: ours has none), one torch
-thread, CPU. Per seed: both wall times and deterministic mean returns over the same evaluation
-episodes (the first --episodes evaluation seeds, the same for every training seed: ten episodes'
-mean moves by tens with the starts drawn); then the median wall-clock ratio ours / SB3-contrib
-(goal <= 0.4, at a return >= -175).
+thread, CPU. Both take the same number of environment steps and updates: --steps rounded up to
+whole rollouts of 2048, which is what SB3-contrib's learn(--steps) does (ours would otherwise
+stop mid-rollout and learn from one rollout fewer).
+
+Per seed: both wall times and deterministic mean returns over the same evaluation episodes (the
+first --episodes evaluation seeds, the same for every training seed: ten episodes' mean moves by
+tens with the starts drawn); then the median wall-clock ratio ours / SB3-contrib (goal <= 0.4)
+and each learner's mean return over the seeds with its standard error (goal >= -175). The return
+varies by about 4 from one training seed to the next, so eight seeds are the default.
 
     pip install -e '.[bench]'
-    python bench/trpo_vs_sb3.py [--steps 100000] [--seeds 0 1 2] [--episodes 100]
+    python bench/trpo_vs_sb3.py [--steps 100000] [--seeds 0 1 2 3 4 5 6 7] [--episodes 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -49,9 +55,13 @@ def evaluate(policy, seeds: list[int], normalize=lambda obs: obs) -> tuple[float
     return float(np.mean(returns)), float(np.std(returns))
 
 
+ROLLOUT = 2 * 1024  # pendulum-trpo's num_envs * rollout_steps, and the n_envs * n_steps given to SB3-contrib
+
+
 def run_ours(steps: int, seed: int, seeds: list[int]) -> tuple[float, float, float]:
     preset = load_preset("pendulum-trpo", [f"train.total_steps={steps}", f"train.seed={seed}",
                                            "eval.interval=0", "checkpoint.interval=0", "train.device=cpu"])
+    assert preset.env.num_envs * preset.train.rollout_steps == ROLLOUT
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         engine = Engine(preset, create_run_dir(preset, Path(tmp)))
@@ -82,25 +92,33 @@ def run_sb3(steps: int, seed: int, seeds: list[int]) -> tuple[float, float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     parser.add_argument("--episodes", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [EVAL_SEED_OFFSET + i for i in range(args.episodes)]
-    print(f"Pendulum-v1, {args.steps:,} steps; returns: the mean of the same {args.episodes} deterministic episodes")
+    steps = math.ceil(args.steps / ROLLOUT) * ROLLOUT
+    print(f"Pendulum-v1, {steps:,} steps ({steps // ROLLOUT} updates) each; returns: the mean of the same "
+          f"{args.episodes} deterministic episodes")
     print(f"{'seed':<5} {'ours s':>7} {'SB3 s':>7} {'ratio':>6} {'ours return':>18} {'SB3 return':>18}")
     ratios, returns, their_returns = [], [], []
     for seed in args.seeds:
-        ours = run_ours(args.steps, seed, seeds)
-        theirs = run_sb3(args.steps, seed, seeds)
+        ours = run_ours(steps, seed, seeds)
+        theirs = run_sb3(steps, seed, seeds)
         ratios.append(ours[0] / theirs[0])
         returns.append(ours[1])
         their_returns.append(theirs[1])
         print(f"{seed:<5} {ours[0]:>7.1f} {theirs[0]:>7.1f} {ratios[-1]:>6.2f} "
               f"{ours[1]:>9.1f} +- {ours[2]:<6.1f} {theirs[1]:>9.1f} +- {theirs[2]:<6.1f}", flush=True)
     print(f"median wall-clock ratio (ours / SB3-contrib): {statistics.median(ratios):.2f}  (goal <= 0.4)")
-    print(f"mean return over the seeds: ours {np.mean(returns):.1f} (goal >= -175), "
-          f"SB3-contrib {np.mean(their_returns):.1f}")
+    print(f"mean return over the seeds: ours {mean_and_error(returns)} (goal >= -175), "
+          f"SB3-contrib {mean_and_error(their_returns)}")
+
+
+def mean_and_error(values: list[float]) -> str:
+    """'mean +- standard error of the mean' over the seeds."""
+    error = np.std(values, ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{np.mean(values):.1f} +- {error:.1f}"
 
 
 if __name__ == "__main__":
