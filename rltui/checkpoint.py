@@ -283,19 +283,8 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read and verify a checkpoint directory. Raises CheckpointError with a one-line message."""
     path = Path(path)
-    meta = _read_meta(path)
+    meta = _verified_meta(path)
     files: dict[str, str] = meta["files"]
-    for name in (AGENT_FILE, STATE_FILE, PRESET_FILE):
-        if name not in files:
-            raise CheckpointError(f"{path}: {META_FILE} lists no {name}")
-    for name, digest in files.items():
-        if "/" in name or name.startswith("."):
-            raise CheckpointError(f"{path / META_FILE}: bad file name {name!r}")
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"{file}: missing")
-        if _sha256(file) != digest:
-            raise CheckpointError(f"{file}: checksum mismatch (the file was truncated or modified)")
     agent_state = _torch_load(path / AGENT_FILE)
     engine_state = _torch_load(path / STATE_FILE)
     try:
@@ -310,6 +299,38 @@ def load_checkpoint(path: Path) -> Checkpoint:
         preset_text=preset_text,
         replay_path=path / REPLAY_FILE if REPLAY_FILE in files else None,
     )
+
+
+def _verified_meta(path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint directory once every file it lists matches its checksum."""
+    meta = _read_meta(path)
+    files: dict[str, str] = meta["files"]
+    for name in (AGENT_FILE, STATE_FILE, PRESET_FILE):
+        if name not in files:
+            raise CheckpointError(f"{path}: {META_FILE} lists no {name}")
+    for name, digest in files.items():
+        if "/" in name or name.startswith("."):
+            raise CheckpointError(f"{path / META_FILE}: bad file name {name!r}")
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"{file}: checksum mismatch (the file was truncated or modified)")
+    return meta
+
+
+def newest_intact_before(run_dir: Path, broken: Path) -> Path | None:
+    """The newest step checkpoint of the run older than `broken` whose files all match their
+    checksums (what to fall back on when the latest cannot be loaded); None when there is none."""
+    steps = [path for _, path in list_checkpoints(run_dir)]
+    older = steps[: steps.index(broken)] if broken in steps else steps
+    for path in reversed(older):
+        try:
+            _verified_meta(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
 
 
 def capture_rng(sampler: np.random.Generator) -> dict[str, Any]:

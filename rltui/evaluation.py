@@ -12,15 +12,19 @@ Returns are the true environment returns (rewards are never normalised here).
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from rltui.envs import ObsNormalizer, Policy, eval_seeds
+
+if TYPE_CHECKING:
+    from rltui.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,23 @@ def evaluate(env: gym.Env, policy: Policy, normalizer: ObsNormalizer, seeds: Seq
     return evaluation.summary()
 
 
+def _load_for_evaluation(path: Path) -> Checkpoint:
+    """The checkpoint at `path`, or a run directory's latest. When that latest cannot be loaded,
+    the CheckpointError also names the newest older checkpoint that is intact, to evaluate instead."""
+    from rltui.checkpoint import CheckpointError, load_checkpoint, newest_intact_before, resolve_checkpoint
+    from rltui.runlog import display_path
+
+    resolved = resolve_checkpoint(path)
+    try:
+        return load_checkpoint(resolved)
+    except CheckpointError as exc:
+        older = None if resolved == path else newest_intact_before(path, resolved)
+        if older is None:
+            raise
+        raise CheckpointError(f"{exc}; the run's newest intact checkpoint is {older.name}: "
+                              f"rltui eval {shlex.quote(display_path(older))}") from None
+
+
 def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None,
                         video: Path | None = None) -> dict[str, Any]:
     """`episodes` episodes of a saved agent on the CPU with the checkpoint's frozen normaliser.
@@ -102,12 +123,12 @@ def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: in
     """
     import torch
 
-    from rltui.checkpoint import CheckpointError, load_checkpoint, one_line, resolve_checkpoint
+    from rltui.checkpoint import CheckpointError, one_line
     from rltui.engine import build_agent, make_policy
     from rltui.envs import env_spec, make_env
     from rltui.presets import PresetError, preset_from_toml_text
 
-    checkpoint = load_checkpoint(resolve_checkpoint(path))
+    checkpoint = _load_for_evaluation(Path(path))
     try:
         preset = preset_from_toml_text(checkpoint.preset_text, str(checkpoint.path / "preset.toml"))
     except PresetError as exc:

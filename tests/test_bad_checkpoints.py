@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -155,3 +156,81 @@ def test_resume_of_a_malformed_checkpoint_exits_2_with_one_line(tmp_path, finish
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "saved rollout field obs" in lines[0], result.stderr
+
+
+# ----------------------------------------------------------------------------- a broken latest, an intact older
+
+
+@pytest.fixture(scope="module")
+def run_with_three_checkpoints(tmp_path_factory) -> Path:
+    preset = apply_overrides(tiny_preset("mpo"), ["train.total_steps=150", "eval.interval=0",
+                                                  "checkpoint.interval=50", "checkpoint.keep=5"])
+    engine = Engine(preset, create_run_dir(preset, tmp_path_factory.mktemp("three")))
+    engine.run()
+    assert [step for step, _ in ckpt.list_checkpoints(engine.run_dir)] == [50, 100, 150]
+    return engine.run_dir
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "rltui", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def files_of(run_dir: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(run_dir)), p.stat().st_size) for p in run_dir.rglob("*") if p.is_file())
+
+
+def test_eval_of_a_run_whose_latest_is_broken_names_the_newest_intact_one(tmp_path, run_with_three_checkpoints):
+    run_dir = copy_run(run_with_three_checkpoints, tmp_path / "my run")  # a space: the command is quoted
+    checkpoints = run_dir / "checkpoints"
+    (checkpoints / "step-150" / "agent.pt").write_bytes(b"truncated")
+    (checkpoints / "step-100" / "state.pt").write_bytes(b"also damaged")
+    before = files_of(run_dir)
+    result = cli("eval", str(run_dir), "--episodes", "1")
+    assert result.returncode == 2 and result.stdout == ""
+    expected = (f"error: {checkpoints / 'step-150' / 'agent.pt'}: checksum mismatch (the file was truncated or "
+                f"modified); the run's newest intact checkpoint is step-50: rltui eval '{checkpoints / 'step-50'}'")
+    assert result.stderr.strip() == expected
+    assert files_of(run_dir) == before
+    suggested = shlex.split(expected.rsplit(": ", 1)[1])
+    assert suggested[:2] == ["rltui", "eval"]
+    result = cli(*suggested[1:], "--episodes", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["step"] == 50
+
+
+def test_a_broken_checkpoint_asked_for_by_name_or_with_nothing_intact_gets_no_suggestion(
+        tmp_path, run_with_three_checkpoints):
+    run_dir = copy_run(run_with_three_checkpoints, tmp_path / "run")
+    checkpoints = run_dir / "checkpoints"
+    (checkpoints / "step-150" / "agent.pt").write_bytes(b"truncated")
+    alone = f"error: {checkpoints / 'step-150' / 'agent.pt'}: checksum mismatch (the file was truncated or modified)"
+    result = cli("eval", str(checkpoints / "step-150"))  # the user chose this one: no other is offered
+    assert (result.returncode, result.stderr.strip()) == (2, alone)
+    for step in (50, 100):
+        (checkpoints / f"step-{step}" / "preset.toml").write_text("changed")
+    for args in (["eval", str(run_dir)], ["resume", str(run_dir), "--headless"]):
+        result = cli(*args)
+        assert (result.returncode, result.stderr.strip()) == (2, alone), args
+
+
+def test_resume_of_a_run_whose_latest_is_broken_says_how_to_resume_from_the_newest_intact_one(
+        tmp_path, run_with_three_checkpoints):
+    run_dir = copy_run(run_with_three_checkpoints, tmp_path / "run")
+    broken = run_dir / "checkpoints" / "step-150"
+    (broken / "meta.json").write_text("{")
+    before = files_of(run_dir)
+    result = cli("resume", str(run_dir), "--headless", "--set", "train.total_steps=200")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    aside = broken.with_name("broken-step-150")
+    assert lines == [f"error: {broken / 'meta.json'}: unreadable, not valid JSON (JSONDecodeError); the newest "
+                     f"intact checkpoint is step-100: to resume from it, move the broken one aside "
+                     f"(mv {broken} {aside})"]
+    assert files_of(run_dir) == before
+    os.rename(broken, aside)  # what the message says to do
+    result = cli("resume", str(run_dir), "--headless", "--set", "train.total_steps=200")
+    assert result.returncode == 0, result.stderr
+    assert [step for step, _ in ckpt.list_checkpoints(run_dir)] == [50, 100, 150, 200]
+    assert ckpt.load_checkpoint(run_dir / "checkpoints" / "step-150").step == 150  # trained again from 100
+    assert (aside / "meta.json").read_text() == "{"  # the set-aside copy is left alone

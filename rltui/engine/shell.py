@@ -39,6 +39,7 @@ import logging
 import os
 import queue
 import random
+import shlex
 import sys
 import threading
 import time
@@ -86,7 +87,7 @@ from rltui.replay import ReplayError
 from rltui.resume import ResumeError, check_resume
 from rltui.rollout import RolloutError
 from rltui.rundir import RunLock, write_preset
-from rltui.runlog import LOG_NAME, RunLogWriter
+from rltui.runlog import LOG_NAME, RunLogWriter, display_path
 from rltui.system import SystemSampler
 from rltui.video import DEFAULT_FPS, FrameTap, LiveFrames, render_offscreen
 
@@ -618,7 +619,17 @@ class Engine:
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
             raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoints to resume from")
-        checkpoint = ckpt.load_checkpoint(path)
+        try:
+            checkpoint = ckpt.load_checkpoint(path)
+        except ckpt.CheckpointError as exc:
+            older = ckpt.newest_intact_before(self.run_dir, path)
+            if older is None:
+                raise
+            aside = path.with_name(f"broken-{path.name}")  # a name checkpoints/ leaves alone
+            raise ckpt.CheckpointError(
+                f"{exc}; the newest intact checkpoint is {older.name}: to resume from it, move the broken one "
+                f"aside (mv {shlex.quote(display_path(path))} {shlex.quote(display_path(aside))})"
+            ) from None
         try:
             saved_preset = preset_from_toml_text(checkpoint.preset_text, str(path / ckpt.PRESET_FILE))
         except PresetError as exc:
