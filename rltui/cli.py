@@ -548,16 +548,26 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     )
 
     if args.check:
+        from rltui.sweep.plan import SweepError, SweepFlags, build_plan, read_sweep_file
+
         failed = 0
         for file in args.check:
             try:
+                if read_sweep_file(file) is not None:  # a preset with a [sweep] table: `rltui sweep FILE`
+                    plan = build_plan(str(file), [], SweepFlags(), None, check_device=False)
+                    base = plan.base_preset()
+                    settings = len({trial.setting for trial in plan.trials})
+                    print(f"ok: {file} (a sweep of {base.name}, {base.algo}, {base.env.id}: {len(plan.trials)} "
+                          f"trials, {settings} setting{'s' * (settings != 1)} x {len(plan.options.seeds)} "
+                          f"seed{'s' * (len(plan.options.seeds) != 1)})")
+                    continue
                 if is_base_file(file):
                     check_base_file(file)
                     print(f'ok: {file} (a base for `extends`: its name starts with "_"; the keys it sets are valid, '
                           "the rest comes from the presets that extend it)")
                     continue
                 preset = load_preset(str(file))
-            except PresetError as exc:
+            except (PresetError, SweepError) as exc:
                 failed += 1
                 print(f"error: {exc}", file=sys.stderr)
                 continue

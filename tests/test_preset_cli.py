@@ -106,6 +106,19 @@ def test_check_warns_about_a_device_this_machine_lacks_and_explains_bases(tmp_pa
     ]
 
 
+def test_check_takes_a_sweep_file_and_names_a_bad_sweep_key(tmp_path):
+    sweep = tmp_path / "kl.toml"
+    sweep.write_text('extends = "pendulum-trpo-quick"\nname = "kl"\n\n[sweep]\nseeds = "0-2"\n\n'
+                     "[sweep.grid]\ntrpo.target_kl = [0.005, 0.01]\ntrpo.gamma = [0.9, 0.99]\n")
+    checked = rltui("presets", "--check", "kl.toml", cwd=tmp_path)
+    assert (checked.returncode, checked.stderr) == (0, "")
+    assert checked.stdout == "ok: kl.toml (a sweep of kl, trpo, Pendulum-v1: 12 trials, 4 settings x 3 seeds)\n"
+    sweep.write_text(sweep.read_text().replace('seeds = "0-2"', 'seeds = "0-2"\nsamples = "many"'))
+    checked = rltui("presets", "--check", "kl.toml", cwd=tmp_path)
+    assert (checked.returncode, checked.stdout) == (2, "")
+    assert checked.stderr.startswith("error: kl.toml: [sweep] samples: ") and checked.stderr.count("\n") == 1
+
+
 def test_the_largest_seed_trains_resumes_and_evaluates(tmp_path, write_preset_file, capsys):
     preset = write_preset_file("trpo")
     saves = tmp_path / "runs"
