@@ -177,7 +177,8 @@ class RlTuiApp(App[int]):
         """Show `engine`'s dashboard and run it (`history_from`: a run dir whose log comes first)."""
         self.engine = engine
         screen = DashboardScreen(
-            self.history, control=engine, algo=engine.algo, refresh_hz=self.refresh_hz, clock=self.clock
+            self.history, control=engine, algo=engine.algo, refresh_hz=self.refresh_hz, clock=self.clock,
+            run_dir=engine.run_dir,
         )
         self.dashboard = screen
         if self.screen_stack and len(self.screen_stack) > 1:
@@ -276,7 +277,8 @@ class RlTuiApp(App[int]):
     def start_attach(self, remote: RemoteEngine) -> None:
         """The dashboard of a run in another process: its log followed, controls over its socket."""
         self.dashboard = DashboardScreen(self.history, control=remote, algo=remote.algo or None,
-                                         refresh_hz=self.refresh_hz, clock=self.clock, attached=True)
+                                         refresh_hz=self.refresh_hz, clock=self.clock, attached=True,
+                                         run_dir=remote.run_dir)
         if self.screen_stack and len(self.screen_stack) > 1:
             self.switch_screen(self.dashboard)
         else:
@@ -310,7 +312,7 @@ class RlTuiApp(App[int]):
 
     # ---- watch mode -------------------------------------------------------------------------
     def start_watch(self, run_dir: Path) -> None:
-        self.dashboard = DashboardScreen(self.history, control=None, refresh_hz=self.refresh_hz)
+        self.dashboard = DashboardScreen(self.history, control=None, refresh_hz=self.refresh_hz, run_dir=run_dir)
         self.push_screen(self.dashboard)
         self._follow(run_dir / LOG_NAME)
 
@@ -392,7 +394,8 @@ class RlTuiApp(App[int]):
                 self.notify(f"{error}; shown read-only", title="cannot attach", severity="warning")
         history = MetricsHistory()
         screen = ListedRunDashboard(history, control=remote, close=remote.close if remote is not None else lambda: None,
-                                    algo=run.algo or None, killed_at=run.step if run.state == KILLED else None,
+                                    run_dir=run.run_dir, algo=run.algo or None,
+                                    killed_at=run.step if run.state == KILLED else None,
                                     refresh_hz=self.refresh_hz, clock=self.clock if remote is not None else None)
         self.push_screen(screen)
         if remote is not None:

@@ -6,6 +6,8 @@ run; the picker's way in; `rltui runs` on an empty or a missing directory."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from rltui.control import RemoteEngine
 from rltui.events import RunState
 from rltui.screens.choose import ConfirmScreen
 from rltui.screens.compare import CompareScreen
+from rltui.screens.info import InfoScreen, info_rows
 from rltui.screens.picker import PickerScreen
 from rltui.screens.runs import GROUP_PREFIX, ListedRunDashboard, RunsScreen, RunsTable, sparkline
 from rltui.summaries import FAILED, FINISHED, LIVE, STOPPED, RunIndex, RunSummary
@@ -213,6 +216,27 @@ async def test_enter_opens_a_finished_run_read_only_and_q_comes_back_to_the_same
         await until(pilot, lambda: isinstance(app.screen, ListedRunDashboard), what="another dashboard")
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is screen, what="back again")
+
+
+@pytest.mark.asyncio
+async def test_i_on_a_copied_run_reads_the_copy_not_the_directory_its_log_names(tmp_path):
+    original = record(tmp_path / "original", "trpo")
+    copy = tmp_path / "copies" / "moved-run"
+    shutil.copytree(original, copy)
+    meta = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**meta, "command": ["rltui", "train", "the-copy"]}))
+    app = RlTuiApp(runs_roots=[tmp_path / "copies"])
+    async with app.run_test(size=(140, 36)) as pilot:
+        await opened(pilot, app, 1)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ListedRunDashboard), what="the run's dashboard")
+        dashboard = app.screen
+        await until(pilot, lambda: dashboard.history.status().info is not None, what="its history")
+        assert dashboard.history.status().info.run_dir == str(original)  # what the copied log says
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, InfoScreen), what="the information")
+        rows = dict(info_rows(app.screen.facts))
+        assert rows["run directory"] == str(copy) and rows["command"] == "rltui train the-copy"
 
 
 @pytest.mark.asyncio

@@ -187,12 +187,16 @@ class DashboardScreen(Screen[None]):
         refresh_hz: float = 4.0,
         clock: Callable[[], float] | None = None,
         attached: bool = False,
+        run_dir: Path | None = None,
     ) -> None:
         """`algo` draws the right charts before the run's first event says which algorithm it is;
-        `attached`: the run belongs to another process (`q` detaches, `Q` stops it)."""
+        `attached`: the run belongs to another process (`q` detaches, `Q` stops it); `run_dir`: the
+        run directory as this process reaches it, which `i` reads (a run may have been copied or
+        moved since its log named its directory; None: the directory the log names)."""
         super().__init__()
         self.history = history
         self.control = control
+        self.run_dir = run_dir
         self.attached = attached
         self._algo = algo
         self.refresh_hz = refresh_hz
@@ -428,9 +432,7 @@ class DashboardScreen(Screen[None]):
         from rltui.screens.info import InfoScreen, read_run_facts
 
         info = self.history.status().info
-        # The run directory as this process reaches it (a watched run may have been copied elsewhere).
-        run_dir = (getattr(self.control, "run_dir", None) or getattr(self.app, "watch_dir", None)
-                   or (info.run_dir if info is not None else None))
+        run_dir = self.run_dir or (info.run_dir if info is not None else None)
         if run_dir is None:
             self.notify("no run information yet: the run has not started", timeout=3)
             return

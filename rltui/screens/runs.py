@@ -479,10 +479,10 @@ class ListedRunDashboard(DashboardScreen):
     ]
 
     def __init__(self, history: MetricsHistory, *, control: RunControl | None, close: Callable[[], None],
-                 algo: str | None = None, killed_at: int | None = None, refresh_hz: float = 4.0,
+                 run_dir: Path, algo: str | None = None, killed_at: int | None = None, refresh_hz: float = 4.0,
                  clock: Callable[[], float] | None = None) -> None:
         super().__init__(history, control=control, algo=algo, refresh_hz=refresh_hz, clock=clock,
-                         attached=control is not None)
+                         attached=control is not None, run_dir=run_dir)
         self.stop_following = threading.Event()
         self.killed_at = killed_at
         self._close = close
