@@ -923,10 +923,11 @@ def _bytes_text(count: int) -> str:
 
 def check_environment(preset: Preset) -> None:
     """Make the environment once (the id exists, MuJoCo is installed if needed, gymnasium.make takes
-    the kwargs, the action space is a Box) and check that an MPO replay buffer fits in memory.
-    Errors name the file or override that set the value at fault."""
+    the kwargs, the action space is a Box) and check that an MPO replay buffer, or a TRPO rollout
+    and its update, fits in memory. Errors name the file or override that set the value at fault."""
     from rltui.envs import EnvError, check_env
     from rltui.replay import replay_bytes
+    from rltui.rollout import rollout_bytes
 
     try:
         spec = check_env(preset.env)
@@ -940,6 +941,15 @@ def check_environment(preset: Preset) -> None:
             raise PresetError(preset.origin_of("train", "replay_size"), "[train] replay_size",
                               f"{preset.train.replay_size} transitions of {preset.env.id} need {_bytes_text(needed)}"
                               f" of memory; this machine has {_bytes_text(available)}")
+    if preset.algo == "trpo":
+        needed = rollout_bytes(preset.train.rollout_steps, preset.env.num_envs, spec.obs_dim, spec.act_dim,
+                               preset.network.policy_layer_sizes, preset.agent["value_epochs"])
+        available = physical_memory_bytes()
+        if available is not None and needed > available:
+            raise PresetError(preset.origin_of("train", "rollout_steps"), "[train] rollout_steps",
+                              f"{preset.train.rollout_steps} steps x {preset.env.num_envs} environments of "
+                              f"{preset.env.id} need {_bytes_text(needed)} of memory (the rollout and its update); "
+                              f"this machine has {_bytes_text(available)}")
 
 
 def _env_origin(preset: Preset, key_path: tuple[str, ...]) -> str:

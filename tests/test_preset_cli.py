@@ -15,6 +15,7 @@ import pytest
 from rltui import cli
 from rltui.presets import physical_memory_bytes
 from rltui.replay import replay_bytes
+from rltui.rollout import rollout_bytes
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,20 @@ def test_a_replay_buffer_larger_than_memory_is_refused(tmp_path, write_preset_fi
     assert line.startswith(f"error: --set train.replay_size: [train] replay_size: 1000000000 transitions of "
                            f"Pendulum-v1 need {needed} bytes")
     assert f"this machine has {available} bytes" in line
+
+
+def test_a_trpo_rollout_whose_update_would_not_fit_in_memory_is_refused(tmp_path, write_preset_file):
+    # The tiny TRPO preset: Pendulum, (16, 16) policy layers, 2 value epochs.
+    needed = rollout_bytes(1_048_576, 1_024, 3, 1, (16, 16), 2)
+    assert needed == 1_048_576 * 1_024 * (34 + 4 * max(4 * 32 + 8, 2 * 4 + 8))
+    available = physical_memory_bytes()
+    if available is None or available >= needed:
+        pytest.skip(f"this machine has enough memory for {needed} bytes of rollout")
+    line = train_refused(tmp_path, write_preset_file("trpo"), "--set", "train.rollout_steps=1048576",
+                         "--set", "env.num_envs=1024")
+    assert line.startswith(f"error: --set train.rollout_steps: [train] rollout_steps: 1048576 steps x 1024 "
+                           f"environments of Pendulum-v1 need {needed} bytes")
+    assert f"(the rollout and its update); this machine has {available} bytes" in line
 
 
 def test_deep_nesting_is_one_clean_error(tmp_path, write_preset_file):
