@@ -934,22 +934,24 @@ def check_environment(preset: Preset) -> None:
     except EnvError as error:
         key_path = tuple(error.key.split(".")) if error.key else ()
         raise PresetError(_env_origin(preset, key_path), _where(("env",) + key_path), error.problem) from None
+    train, env = preset.train, preset.env
     if preset.algo == "mpo":
-        needed = replay_bytes(preset.train.replay_size, preset.env.num_envs, spec.obs_dim, spec.act_dim)
-        available = physical_memory_bytes()
-        if available is not None and needed > available:
-            raise PresetError(preset.origin_of("train", "replay_size"), "[train] replay_size",
-                              f"{preset.train.replay_size} transitions of {preset.env.id} need {_bytes_text(needed)}"
-                              f" of memory; this machine has {_bytes_text(available)}")
+        needed = replay_bytes(train.replay_size, env.num_envs, spec.obs_dim, spec.act_dim)
+        _check_fits_in_memory(needed, preset, "replay_size", f"{train.replay_size} transitions of {env.id}")
     if preset.algo == "trpo":
-        needed = rollout_bytes(preset.train.rollout_steps, preset.env.num_envs, spec.obs_dim, spec.act_dim,
+        needed = rollout_bytes(train.rollout_steps, env.num_envs, spec.obs_dim, spec.act_dim,
                                preset.network.policy_layer_sizes, preset.agent["value_epochs"])
-        available = physical_memory_bytes()
-        if available is not None and needed > available:
-            raise PresetError(preset.origin_of("train", "rollout_steps"), "[train] rollout_steps",
-                              f"{preset.train.rollout_steps} steps x {preset.env.num_envs} environments of "
-                              f"{preset.env.id} need {_bytes_text(needed)} of memory (the rollout and its update); "
-                              f"this machine has {_bytes_text(available)}")
+        _check_fits_in_memory(needed, preset, "rollout_steps", f"{train.rollout_steps} steps x {env.num_envs} "
+                              f"environments of {env.id}", " (the rollout and its update)")
+
+
+def _check_fits_in_memory(needed: int, preset: Preset, train_key: str, what: str, why: str = "") -> None:
+    """A PresetError naming [train] `train_key` when `needed` bytes exceed this machine's memory."""
+    available = physical_memory_bytes()
+    if available is not None and needed > available:
+        raise PresetError(preset.origin_of("train", train_key), f"[train] {train_key}",
+                          f"{what} need {_bytes_text(needed)} of memory{why}; "
+                          f"this machine has {_bytes_text(available)}")
 
 
 def _env_origin(preset: Preset, key_path: tuple[str, ...]) -> str:
