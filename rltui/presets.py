@@ -159,7 +159,8 @@ class TrainConfig:
                                            "4 steps, 2 = two per step", low=0, low_open=True, cap=1_000,
                                       algo="mpo")
     rollout_steps: int = setting(1_024, "steps per environment per rollout (a batch is "
-                                        "`rollout_steps * num_envs`)", low=1, cap=1_048_576, algo="trpo")
+                                        "`rollout_steps * num_envs`)", low=1, cap=1_048_576,
+                                 range_doc="with its update, fits in this machine's memory", algo="trpo")
 
 
 @dataclass(frozen=True)
