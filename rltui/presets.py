@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
 import tomli_w
 
@@ -38,6 +38,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 import rltui
+
+if TYPE_CHECKING:
+    from rltui.envs import EnvSpec
 
 ALGOS = ("mpo", "trpo")
 # The preset each algorithm starts from (Pendulum-v1 ships with gymnasium, no extra needed).
@@ -922,19 +925,26 @@ def _bytes_text(count: int) -> str:
     return f"{count} bytes ({count / 2**30:.1f} GiB)"
 
 
-def check_environment(preset: Preset) -> None:
+def check_environment(preset: Preset) -> EnvSpec:
     """Make the environment once (the id exists, MuJoCo is installed if needed, gymnasium.make takes
-    the kwargs, the action space is a Box) and check that an MPO replay buffer, or a TRPO rollout
-    and its update, fits in memory. Errors name the file or override that set the value at fault."""
+    the kwargs, the action space is a Box), return its spec, and `check_memory`. Errors name the
+    file or override that set the value at fault."""
     from rltui.envs import EnvError, check_env
-    from rltui.replay import replay_bytes
-    from rltui.rollout import rollout_bytes
 
     try:
         spec = check_env(preset.env)
     except EnvError as error:
         key_path = tuple(error.key.split(".")) if error.key else ()
         raise PresetError(_env_origin(preset, key_path), _where(("env",) + key_path), error.problem) from None
+    check_memory(preset, spec)
+    return spec
+
+
+def check_memory(preset: Preset, spec: EnvSpec) -> None:
+    """An MPO replay buffer, or a TRPO rollout and its update, must fit in this machine's memory."""
+    from rltui.replay import replay_bytes
+    from rltui.rollout import rollout_bytes
+
     train, env = preset.train, preset.env
     if preset.algo == "mpo":
         needed = replay_bytes(train.replay_size, env.num_envs, spec.obs_dim, spec.act_dim)

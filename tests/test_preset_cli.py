@@ -71,6 +71,20 @@ def test_a_trpo_rollout_whose_update_would_not_fit_in_memory_is_refused(tmp_path
     assert f"(the rollout and its update); this machine has {available} bytes" in line
 
 
+def test_a_sweep_checks_memory_for_every_setting_not_only_each_environments_first(tmp_path):
+    needed = rollout_bytes(1_048_576, 2, 3, 1, (4096,), 15)  # pendulum-trpo-quick with one 4096-unit layer
+    available = physical_memory_bytes()
+    if available is None or available >= needed:
+        pytest.skip(f"this machine has enough memory for {needed} bytes of rollout")
+    (tmp_path / "big.toml").write_text('extends = "pendulum-trpo-quick"\nname = "big"\n[network]\n'
+                                       'policy_layer_sizes = [4096]\n[sweep]\nseeds = "0"\n[sweep.grid]\n'
+                                       "train.rollout_steps = [1024, 1048576]\n")
+    checked = rltui("presets", "--check", "big.toml", cwd=tmp_path)
+    assert (checked.returncode, checked.stdout) == (2, "")
+    assert checked.stderr.startswith("error: big.toml [sweep.grid] train.rollout_steps: [train] rollout_steps: "
+                                     f"1048576 steps x 2 environments of Pendulum-v1 need {needed} bytes")
+
+
 def test_deep_nesting_is_one_clean_error(tmp_path, write_preset_file):
     line = train_refused(tmp_path, write_preset_file("mpo"), "--set", "env.kwargs.x=" + "[" * 100_000)
     assert line == "error: --set env.kwargs.x: [env] kwargs.x: tables and arrays nested more than 32 levels deep"

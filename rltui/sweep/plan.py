@@ -587,7 +587,8 @@ def build_plan(preset_arg: str, set_overrides: Sequence[str], flags: SweepFlags,
     or a sweep file, with `--set`), the options (the file's `[sweep]` table, then the flags), and
     every trial, each trial's preset validated (its environment made once per distinct [env]; with
     `check_device`, its device checked to exist here). Raises SweepError or PresetError."""
-    from rltui.presets import check_environment, load_preset, preset_device, preset_to_toml
+    from rltui.envs import EnvSpec
+    from rltui.presets import check_environment, check_memory, load_preset, preset_device, preset_to_toml
 
     path = Path(preset_arg)
     found = read_sweep_file(path) if path.is_file() else None
@@ -603,15 +604,17 @@ def build_plan(preset_arg: str, set_overrides: Sequence[str], flags: SweepFlags,
         raise SweepError(f"{options.origins.get('samples', '--samples')}: {options.samples} samples need random "
                          "settings to draw ([sweep.random] in a sweep file); seeds are set with --seeds")
     trials = expand_trials(options)
-    checked_envs: list[Any] = []
+    checked_envs: list[tuple[Any, EnvSpec]] = []  # each distinct [env] is made once
     for trial in {t.setting: t for t in trials}.values():  # one seed of each setting (seeds are checked above)
         preset = apply_overrides(base, trial.overrides(options.origins))
         if preset.eval.interval <= 0:
             raise SweepError(f"{preset.origin_of('eval', 'interval')}: [eval] interval: a sweep reports evaluations "
                              f"to Ray Tune; expected an interval > 0, got {preset.eval.interval}")
-        if preset.env not in checked_envs:
-            check_environment(preset)
-            checked_envs.append(preset.env)
+        spec = next((spec for env, spec in checked_envs if env == preset.env), None)
+        if spec is None:
+            checked_envs.append((preset.env, check_environment(preset)))
+        else:
+            check_memory(preset, spec)  # the setting may size the replay or the rollout
         if preset.train.device.startswith("cuda") and options.gpus_per_trial == 0:
             raise SweepError(f"{preset.origin_of('train', 'device')}: [train] device: {preset.train.device!r} "
                              "needs --gpus-per-trial > 0 (a trial uses only the GPUs Ray gives it)")
