@@ -553,7 +553,9 @@ def _cmd_presets(args: argparse.Namespace) -> int:
         failed = 0
         for file in args.check:
             try:
-                if read_sweep_file(file) is not None:  # a preset with a [sweep] table: `rltui sweep FILE`
+                # A preset with a [sweep] table (`rltui sweep FILE`). Only a regular file is read here:
+                # a device or a FIFO could be endless or block; the preset loader says what it is.
+                if file.is_file() and read_sweep_file(file) is not None:
                     plan = build_plan(str(file), [], SweepFlags(), None, check_device=False)
                     base = plan.base_preset()
                     settings = len({trial.setting for trial in plan.trials})

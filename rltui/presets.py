@@ -1086,7 +1086,7 @@ def load_preset(path_or_name: str | os.PathLike[str], overrides: Iterable[str | 
     """Load a preset file (any path) or a preset name, apply overrides and validate it all.
 
     `overrides` are `--set` strings or `Override`s (flags), applied in order. With `check_env`, the
-    environment is made once and the replay buffer must fit in memory (`check_environment`); with
+    environment is made once and the replay buffer or rollout must fit in memory (`check_environment`); with
     `check_device`, `[train] device` must exist on this machine (`preset_device`). Errors name the
     file, override or flag that set the value at fault.
     """
