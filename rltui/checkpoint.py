@@ -45,6 +45,7 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,9 +320,22 @@ def _verified_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def newest_intact_before(run_dir: Path, broken: Path) -> Path | None:
+def load_latest_checkpoint(run_dir: Path, latest: Path, advice: Callable[[Path], str]) -> Checkpoint:
+    """`load_checkpoint(latest)`, `latest` being the run's latest step checkpoint. When it cannot be
+    loaded and an older one is intact, the CheckpointError goes on with `advice(that older one)`:
+    what to do with it. Nothing falls back silently (a resume would lose the steps after it)."""
+    try:
+        return load_checkpoint(latest)
+    except CheckpointError as exc:
+        older = _newest_intact_before(run_dir, latest)
+        if older is None:
+            raise
+        raise CheckpointError(f"{exc}; {advice(older)}") from None
+
+
+def _newest_intact_before(run_dir: Path, broken: Path) -> Path | None:
     """The newest step checkpoint of the run older than `broken` whose files all match their
-    checksums (what to fall back on when the latest cannot be loaded); None when there is none."""
+    checksums; None when there is none."""
     steps = [path for _, path in list_checkpoints(run_dir)]
     older = steps[: steps.index(broken)] if broken in steps else steps
     for path in reversed(older):

@@ -98,18 +98,14 @@ def evaluate(env: gym.Env, policy: Policy, normalizer: ObsNormalizer, seeds: Seq
 def _load_for_evaluation(path: Path) -> Checkpoint:
     """The checkpoint at `path`, or a run directory's latest. When that latest cannot be loaded,
     the CheckpointError also names the newest older checkpoint that is intact, to evaluate instead."""
-    from rltui.checkpoint import CheckpointError, load_checkpoint, newest_intact_before, resolve_checkpoint
+    from rltui.checkpoint import load_checkpoint, load_latest_checkpoint, resolve_checkpoint
     from rltui.runlog import display_path
 
     resolved = resolve_checkpoint(path)
-    try:
+    if resolved == path:  # a checkpoint directory, chosen by the user: no other is offered
         return load_checkpoint(resolved)
-    except CheckpointError as exc:
-        older = None if resolved == path else newest_intact_before(path, resolved)
-        if older is None:
-            raise
-        raise CheckpointError(f"{exc}; the run's newest intact checkpoint is {older.name}: "
-                              f"rltui eval {shlex.quote(display_path(older))}") from None
+    return load_latest_checkpoint(path, resolved, lambda older: (
+        f"the run's newest intact checkpoint is {older.name}: rltui eval {shlex.quote(display_path(older))}"))
 
 
 def evaluate_checkpoint(path: Path, episodes: int, deterministic: bool, seed: int | None,

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_preset
+from test_background import rltui
 
 from rltui import checkpoint as ckpt
 from rltui.engine import Engine
@@ -171,11 +172,6 @@ def run_with_three_checkpoints(tmp_path_factory) -> Path:
     return engine.run_dir
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "rltui", *args], capture_output=True, text=True, env=env, timeout=120)
-
-
 def files_of(run_dir: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(run_dir)), p.stat().st_size) for p in run_dir.rglob("*") if p.is_file())
 
@@ -186,7 +182,7 @@ def test_eval_of_a_run_whose_latest_is_broken_names_the_newest_intact_one(tmp_pa
     (checkpoints / "step-150" / "agent.pt").write_bytes(b"truncated")
     (checkpoints / "step-100" / "state.pt").write_bytes(b"also damaged")
     before = files_of(run_dir)
-    result = cli("eval", str(run_dir), "--episodes", "1")
+    result = rltui("eval", str(run_dir), "--episodes", "1", cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     expected = (f"error: {checkpoints / 'step-150' / 'agent.pt'}: checksum mismatch (the file was truncated or "
                 f"modified); the run's newest intact checkpoint is step-50: rltui eval '{checkpoints / 'step-50'}'")
@@ -194,7 +190,7 @@ def test_eval_of_a_run_whose_latest_is_broken_names_the_newest_intact_one(tmp_pa
     assert files_of(run_dir) == before
     suggested = shlex.split(expected.rsplit(": ", 1)[1])
     assert suggested[:2] == ["rltui", "eval"]
-    result = cli(*suggested[1:], "--episodes", "1", "--json")
+    result = rltui(*suggested[1:], "--episodes", "1", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["step"] == 50
 
@@ -205,12 +201,12 @@ def test_a_broken_checkpoint_asked_for_by_name_or_with_nothing_intact_gets_no_su
     checkpoints = run_dir / "checkpoints"
     (checkpoints / "step-150" / "agent.pt").write_bytes(b"truncated")
     alone = f"error: {checkpoints / 'step-150' / 'agent.pt'}: checksum mismatch (the file was truncated or modified)"
-    result = cli("eval", str(checkpoints / "step-150"))  # the user chose this one: no other is offered
+    result = rltui("eval", str(checkpoints / "step-150"), cwd=tmp_path)  # the user chose this one: no other is offered
     assert (result.returncode, result.stderr.strip()) == (2, alone)
     for step in (50, 100):
         (checkpoints / f"step-{step}" / "preset.toml").write_text("changed")
     for args in (["eval", str(run_dir)], ["resume", str(run_dir), "--headless"]):
-        result = cli(*args)
+        result = rltui(*args, cwd=tmp_path)
         assert (result.returncode, result.stderr.strip()) == (2, alone), args
 
 
@@ -220,7 +216,7 @@ def test_resume_of_a_run_whose_latest_is_broken_says_how_to_resume_from_the_newe
     broken = run_dir / "checkpoints" / "step-150"
     (broken / "meta.json").write_text("{")
     before = files_of(run_dir)
-    result = cli("resume", str(run_dir), "--headless", "--set", "train.total_steps=200")
+    result = rltui("resume", str(run_dir), "--headless", "--set", "train.total_steps=200", cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     aside = broken.with_name("broken-step-150")
@@ -229,7 +225,7 @@ def test_resume_of_a_run_whose_latest_is_broken_says_how_to_resume_from_the_newe
                      f"(mv {broken} {aside})"]
     assert files_of(run_dir) == before
     os.rename(broken, aside)  # what the message says to do
-    result = cli("resume", str(run_dir), "--headless", "--set", "train.total_steps=200")
+    result = rltui("resume", str(run_dir), "--headless", "--set", "train.total_steps=200", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [step for step, _ in ckpt.list_checkpoints(run_dir)] == [50, 100, 150, 200]
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "step-150").step == 150  # trained again from 100

@@ -619,17 +619,10 @@ class Engine:
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
             raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoints to resume from")
-        try:
-            checkpoint = ckpt.load_checkpoint(path)
-        except ckpt.CheckpointError as exc:
-            older = ckpt.newest_intact_before(self.run_dir, path)
-            if older is None:
-                raise
-            aside = path.with_name(f"broken-{path.name}")  # a name checkpoints/ leaves alone
-            raise ckpt.CheckpointError(
-                f"{exc}; the newest intact checkpoint is {older.name}: to resume from it, move the broken one "
-                f"aside (mv {shlex.quote(display_path(path))} {shlex.quote(display_path(aside))})"
-            ) from None
+        aside = path.with_name(f"broken-{path.name}")  # a name checkpoints/ leaves alone
+        checkpoint = ckpt.load_latest_checkpoint(self.run_dir, path, lambda older: (
+            f"the newest intact checkpoint is {older.name}: to resume from it, move the broken one "
+            f"aside (mv {shlex.quote(display_path(path))} {shlex.quote(display_path(aside))})"))
         try:
             saved_preset = preset_from_toml_text(checkpoint.preset_text, str(path / ckpt.PRESET_FILE))
         except PresetError as exc:
